@@ -1,0 +1,1 @@
+"""Experiment configs (ml_collections). Every number of an experiment lives here."""

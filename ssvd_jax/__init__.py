@@ -1,0 +1,1 @@
+"""SSVD, the Single Shot Video Object Detector, in JAX/Flax."""

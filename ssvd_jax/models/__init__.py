@@ -1,0 +1,1 @@
+"""Flax Linen modules: ResNet body, FPN, RetinaNet heads and the detectors built from them."""

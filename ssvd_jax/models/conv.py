@@ -1,0 +1,143 @@
+"""Convolution building blocks with PyTorch semantics, in NHWC.
+
+Flax's 'SAME' padding is asymmetric for stride 2 and would shift every strided map relative
+to the release, so every convolution here takes the explicit symmetric padding PyTorch uses.
+Frozen batch norm keeps the four PyTorch buffers in the `batch_stats` collection (never
+trained) and is folded into the preceding convolution's kernel at apply time: one multiply
+on the (small) kernel instead of two passes over the (large) activation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Dtype = Any
+
+# Kaiming-normal (fan_out, ReLU gain), torchvision's ResNet conv init.
+kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class FrozenBatchNorm(nn.Module):
+    """Batch norm with fixed statistics: y = x * scale + shift.
+
+    scale = weight / sqrt(running_var + eps), shift = bias - running_mean * scale. The release's
+    FrozenBatchNorm2d has no eps (eps=0); torchvision's BatchNorm2d uses 1e-5.
+    """
+
+    features: int
+    eps: float = 0.0
+
+    @nn.compact
+    def scale_shift(self) -> tuple[Array, Array]:
+        weight = self.variable("batch_stats", "weight", jnp.ones, (self.features,)).value
+        bias = self.variable("batch_stats", "bias", jnp.zeros, (self.features,)).value
+        mean = self.variable("batch_stats", "running_mean", jnp.zeros, (self.features,)).value
+        var = self.variable("batch_stats", "running_var", jnp.ones, (self.features,)).value
+        scale = weight * jax.lax.rsqrt(var + self.eps)
+        return scale, bias - mean * scale
+
+    def __call__(self, x: Array) -> Array:
+        scale, shift = self.scale_shift()
+        return x * scale.astype(x.dtype) + shift.astype(x.dtype)
+
+
+def conv2d(
+    x_NxHxWxC: Array,
+    kernel_HWIO: Array,
+    *,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    groups: int = 1,
+) -> Array:
+    """2-D cross-correlation exactly as torch.nn.functional.conv2d (symmetric zero padding)."""
+    return jax.lax.conv_general_dilated(
+        x_NxHxWxC,
+        kernel_HWIO,
+        window_strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        rhs_dilation=(dilation, dilation),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
+    )
+
+
+class Conv(nn.Module):
+    """Conv2d with PyTorch padding semantics; kernel HWIO, optional bias.
+
+    `__call__(x, out_scale, out_shift)` folds a per-output-channel affine map (frozen BN) into the
+    kernel and bias, which is exact up to float rounding.
+    """
+
+    features: int
+    kernel_size: int = 3
+    stride: int = 1
+    padding: int = 0
+    dilation: int = 1
+    groups: int = 1
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+    kernel_init: Callable = kaiming_fan_out
+    bias_init: Callable = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(
+        self, x: Array, out_scale: Array | None = None, out_shift: Array | None = None
+    ) -> Array:
+        in_features = x.shape[-1]
+        if in_features % self.groups:
+            raise ValueError(f"{in_features} input channels not divisible by {self.groups} groups")
+        k = self.kernel_size
+        kernel = self.param(
+            "kernel", self.kernel_init, (k, k, in_features // self.groups, self.features)
+        )
+        bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+        if out_scale is not None:
+            kernel = kernel * out_scale
+            bias = None if bias is None else bias * out_scale
+        if out_shift is not None:
+            bias = out_shift if bias is None else bias + out_shift
+        y = conv2d(
+            x.astype(self.dtype),
+            kernel.astype(self.dtype),
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+        )
+        if bias is not None:
+            y = y + bias.astype(self.dtype)
+        return y
+
+
+def conv_bn(
+    parent_conv: Conv, parent_bn: FrozenBatchNorm, x: Array, relu: bool = True
+) -> Array:
+    """Apply `parent_conv` with `parent_bn` folded in, then optionally ReLU."""
+    scale, shift = parent_bn.scale_shift()
+    y = parent_conv(x, out_scale=scale, out_shift=shift)
+    return nn.relu(y) if relu else y
+
+
+def max_pool_3x3_s2(x: Array) -> Array:
+    """torch.nn.MaxPool2d(3, stride=2, padding=1): the padding is -inf, not zeros."""
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+def upsample_nearest_to(x_NxhxwxC: Array, height: int, width: int) -> Array:
+    """Nearest upsampling by 2 (out[i, j] = in[i // 2, j // 2]), cropped to (height, width).
+
+    The crop lets odd-sized pyramids (input not a multiple of 32) line up with the lateral,
+    which is what F.interpolate(size=lateral.shape) would do for the release's 2x case.
+    """
+    factor_h = math.ceil(height / x_NxhxwxC.shape[1])
+    factor_w = math.ceil(width / x_NxhxwxC.shape[2])
+    y = jnp.repeat(jnp.repeat(x_NxhxwxC, factor_h, axis=1), factor_w, axis=2)
+    return y[:, :height, :width]
