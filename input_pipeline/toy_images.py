@@ -12,14 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 # class id -> (shape, base BGR colour)
-_CLASS_STYLES = (
+CLASS_STYLES = (
     ("rectangle", (40, 60, 220)),
     ("ellipse", (220, 80, 40)),
     ("triangle", (60, 200, 60)),
     ("diamond", (30, 200, 230)),
     ("cross", (200, 60, 200)),
 )
-NUM_TOY_CLASSES = len(_CLASS_STYLES)
+NUM_TOY_CLASSES = len(CLASS_STYLES)
 
 
 def _shape_mask(kind: str, h: int, w: int) -> np.ndarray:
@@ -75,7 +75,7 @@ def make_toy_images(
         n_obj = int(rng.integers(1, max_objects + 1))
         for j in range(n_obj):
             cls = int(rng.integers(0, num_classes))
-            kind, colour = _CLASS_STYLES[cls]
+            kind, colour = CLASS_STYLES[cls]
             # Objects never overlap, so every box frames a fully visible shape.
             for _ in range(50):
                 w = int(rng.uniform(min_size_frac, max_size_frac) * s)
@@ -97,7 +97,12 @@ def make_toy_images(
             patch = img[y0 : y0 + h, x0 : x0 + w]
             patch[mask] = texture[mask]
             rows, cols = np.nonzero(mask)
-            boxes[i, j] = (x0 + cols.min(), y0 + rows.min(), x0 + cols.max() + 1, y0 + rows.max() + 1)
+            boxes[i, j] = (
+                x0 + cols.min(),
+                y0 + rows.min(),
+                x0 + cols.max() + 1,
+                y0 + rows.max() + 1,
+            )
             labels[i, j] = cls
             valid[i, j] = True
         images[i] = np.clip(img, 0, 255).astype(np.uint8)

@@ -97,8 +97,8 @@ def _convert_leaf(path: tuple[str, ...], value: np.ndarray, transposed: bool) ->
     if path[-1] == "kernel":
         if value.ndim != 4:
             raise ConversionError(f"{'/'.join(path)}: expected a 4-D weight, got {value.shape}")
-        return conv_transpose_kernel_from_torch(value) if transposed else conv_kernel_from_torch(
-            value
+        return (
+            conv_transpose_kernel_from_torch(value) if transposed else conv_kernel_from_torch(value)
         )
     return value
 

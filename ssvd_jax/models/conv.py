@@ -117,9 +117,7 @@ class Conv(nn.Module):
         return y
 
 
-def conv_bn(
-    parent_conv: Conv, parent_bn: FrozenBatchNorm, x: Array, relu: bool = True
-) -> Array:
+def conv_bn(parent_conv: Conv, parent_bn: FrozenBatchNorm, x: Array, relu: bool = True) -> Array:
     """Apply `parent_conv` with `parent_bn` folded in, then optionally ReLU."""
     scale, shift = parent_bn.scale_shift()
     y = parent_conv(x, out_scale=scale, out_shift=shift)

@@ -107,3 +107,37 @@ def flatten_outputs(
         logits.append(c.reshape(c.shape[0], -1, num_classes))
         deltas.append(d.reshape(d.shape[0], -1, 4))
     return logits, deltas
+
+
+def detect(
+    outputs: dict[str, dict[str, Array]],
+    per_level_anchors: list[np.ndarray],
+    image_size: int | tuple[int, int],
+    num_classes: int,
+    *,
+    score_threshold: float = 0.1,
+    pre_nms_top_n: int = 1000,
+    nms_iou: float = 0.45,
+    max_detections: int = 100,
+    legacy: bool = True,
+) -> postprocess.Detections:
+    """The release's post-processing (REFERENCE_SPEC §5.4) on a batch of detector outputs.
+
+    Per level: sigmoid, score > threshold, top-`pre_nms_top_n`, decode, clip; then one
+    class-wise NMS over all levels and the best `max_detections`. Returns fixed-size
+    `Detections` [N, max_detections] in input-image pixels with 0-based labels and a validity
+    mask. jit-able (bind the keyword settings statically).
+    """
+    logits, deltas = flatten_outputs(outputs, num_classes)
+    return postprocess.detect_from_outputs(
+        [logits],
+        [deltas],
+        per_level_anchors,
+        image_size,
+        score_threshold=score_threshold,
+        pre_nms_top_n=pre_nms_top_n,
+        nms_iou=nms_iou,
+        max_detections=max_detections,
+        legacy=legacy,
+        level_ids=(3, 4, 5, 6),
+    )

@@ -76,4 +76,3 @@ class RetinaHead(nn.Module):
             logits[level] = self.cls_logits(c).astype(jnp.float32)
             deltas[level] = self.bbox_pred(b).astype(jnp.float32)
         return {"cls_logits": logits, "box_deltas": deltas}
-

@@ -1,0 +1,206 @@
+"""Single-frame detector speed: our jitted Flax model vs an equivalent PyTorch model.
+
+  python -m benchmarks.single_frame            # R-101 FPN RetinaNet at 448, batch 1 and 8
+  python -m benchmarks.single_frame --quick    # fewer repeats
+
+The network is the release's single-frame detector: ResNet-101 body, FPN P3-P6 (256 channels,
+P6 from C5), 2-conv class/box subnets with 9 anchors x 30 classes, frozen BN. The PyTorch side is
+torchvision's resnet101 (FrozenBatchNorm2d) + torchvision's FeaturePyramidNetwork with a P6-from-C5
+extra block + the same heads, in eval mode under no_grad, NCHW and channels_last (the faster of
+the two is the baseline). Per shared/docs/PERF_NOTES.md the machine throttles sustained load, so
+the variants are interleaved (A B A B ...), medians are reported with a same-run ratio, and a
+calibration matmul is timed before and after. Peak memory: XLA's buffer assignment for the
+compiled JAX program, and the peak RSS of a fresh process running one forward for each framework.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402  (torch before anything that may import tensorflow)
+import torchvision  # noqa: E402
+from torch import nn  # noqa: E402
+from torchvision.ops import FeaturePyramidNetwork  # noqa: E402
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock  # noqa: E402
+from torchvision.ops.misc import FrozenBatchNorm2d  # noqa: E402
+
+from configs import default as default_config  # noqa: E402
+from ssvd_jax.models import detector as detector_lib  # noqa: E402
+
+NUM_CLASSES, NUM_ANCHORS, WIDTH = 30, 9, 256
+
+
+class P6FromC5(ExtraFPNBlock):
+    """The release's P6: a 3x3 stride-2 conv on C5 (torchvision's LastLevelP6P7 adds a P7)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.p6 = nn.Conv2d(in_channels, out_channels, 3, 2, 1)
+
+    def forward(self, results, x, names):
+        return [*results, self.p6(x[-1])], [*names, "p6"]
+
+
+class TorchHead(nn.Module):
+    def __init__(self, num_convs: int = 2):
+        super().__init__()
+
+        def tower():
+            layers = []
+            for _ in range(num_convs):
+                layers += [nn.Conv2d(WIDTH, WIDTH, 3, padding=1), nn.ReLU()]
+            return nn.Sequential(*layers)
+
+        self.cls_tower, self.bbox_tower = tower(), tower()
+        self.cls_logits = nn.Conv2d(WIDTH, NUM_ANCHORS * NUM_CLASSES, 3, padding=1)
+        self.bbox_pred = nn.Conv2d(WIDTH, NUM_ANCHORS * 4, 3, padding=1)
+
+    def forward(self, feats):
+        return [self.cls_logits(self.cls_tower(f)) for f in feats], [
+            self.bbox_pred(self.bbox_tower(f)) for f in feats
+        ]
+
+
+class TorchDetector(nn.Module):
+    def __init__(self):
+        super().__init__()
+        r = torchvision.models.resnet101(weights=None, norm_layer=FrozenBatchNorm2d)
+        self.body = torchvision.models._utils.IntermediateLayerGetter(
+            r, {"layer2": "c3", "layer3": "c4", "layer4": "c5"}
+        )
+        self.fpn = FeaturePyramidNetwork(
+            [512, 1024, 2048], WIDTH, extra_blocks=P6FromC5(2048, WIDTH)
+        )
+        self.head = TorchHead()
+
+    def forward(self, x):
+        return self.head(list(self.fpn(self.body(x)).values()))
+
+
+def jax_model_and_fn(batch: int, size: int):
+    config = default_config.get_config()
+    model = detector_lib.create_single_frame_detector(config.model)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, size, size, 3)), jnp.float32)
+    variables = jax.jit(model.init)(jax.random.key(0), x)
+    fn = jax.jit(model.apply)
+    t0 = time.perf_counter()
+    compiled = fn.lower(variables, x).compile()
+    compile_s = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    peak = (
+        mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
+        if mem is not None
+        else float("nan")
+    )
+    return (lambda: jax.block_until_ready(compiled(variables, x))), compile_s, peak
+
+
+def torch_fn(batch: int, size: int, channels_last: bool):
+    model = TorchDetector().eval()
+    x = torch.randn(batch, 3, size, size)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.to(memory_format=torch.channels_last)
+
+    def run():
+        with torch.no_grad():
+            return model(x)
+
+    return run
+
+
+def calibrate() -> float:
+    a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    t0 = time.perf_counter()
+    a @ a
+    return time.perf_counter() - t0
+
+
+def peak_rss_mib(framework: str, batch: int, size: int) -> float:
+    """Peak RSS of a fresh process that builds the model and runs one forward."""
+    code = (
+        "import resource, sys; sys.argv=['x'];"
+        "from benchmarks import single_frame as b;"
+        + (
+            f"f=b.torch_fn({batch},{size},False)"
+            if framework == "torch"
+            else f"f,_,_=b.jax_model_and_fn({batch},{size})"
+        )
+        + ";f();print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=os.getcwd()
+    )
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=448)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="2 repeats, no memory subprocesses")
+    args = parser.parse_args()
+    repeats = 2 if args.quick else args.repeats
+    torch.set_num_threads(os.cpu_count() or 2)
+    print(
+        f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+    )
+    rows = []
+    for batch in args.batches:
+        jfn, compile_s, xla_bytes = jax_model_and_fn(batch, args.size)
+        tfn = torch_fn(batch, args.size, channels_last=False)
+        tfn_cl = torch_fn(batch, args.size, channels_last=True)
+        for f in (jfn, tfn, tfn_cl):  # warm-up outside the timed region
+            f()
+        cal0 = calibrate()
+        times = {"jax": [], "torch": [], "torch_cl": []}
+        for _ in range(repeats):  # interleaved
+            for name, f in (("jax", jfn), ("torch", tfn), ("torch_cl", tfn_cl)):
+                t0 = time.perf_counter()
+                f()
+                times[name].append(time.perf_counter() - t0)
+        cal1 = calibrate()
+        med = {k: statistics.median(v) for k, v in times.items()}
+        base = min(med["torch"], med["torch_cl"])
+        mem_j = mem_t = float("nan")
+        if not args.quick:
+            mem_j = peak_rss_mib("jax", batch, args.size)
+            mem_t = peak_rss_mib("torch", batch, args.size)
+        rows.append((batch, med, base, compile_s, xla_bytes / 2**20, mem_j, mem_t, cal0, cal1))
+        del jfn, tfn, tfn_cl
+
+    print(f"\nR-101 FPN RetinaNet (2-conv heads), {args.size}x{args.size}, median of {repeats}")
+    print(
+        "| batch | JAX ms/img | torch ms/img (NCHW / channels_last) | torch/JAX | JAX compile s "
+        "| JAX XLA buffers MiB | peak RSS MiB JAX / torch | calib. ms before/after |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for batch, med, base, comp, xla_mib, mem_j, mem_t, cal0, cal1 in rows:
+        drift = abs(cal1 - cal0) / cal0
+        flag = " (throttled: calibration moved >10%)" if drift > 0.1 else ""
+        print(
+            f"| {batch} | {1e3 * med['jax'] / batch:.0f} | {1e3 * med['torch'] / batch:.0f} / "
+            f"{1e3 * med['torch_cl'] / batch:.0f} | {base / med['jax']:.2f}x | {comp:.1f} | "
+            f"{xla_mib:.0f} | {mem_j:.0f} / {mem_t:.0f} | {1e3 * cal0:.0f}/{1e3 * cal1:.0f}{flag} |"
+        )
+    print(
+        f"\npeak RSS includes each framework's own runtime; ru_maxrss now "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    )
+
+
+if __name__ == "__main__":
+    main()
