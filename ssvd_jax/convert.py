@@ -202,3 +202,147 @@ def load_torch_file(path: str) -> dict[str, np.ndarray]:
     if not isinstance(obj, Mapping):
         raise ConversionError(f"{path}: expected a state_dict, found {type(obj).__name__}")
     return {k.removeprefix("module."): v for k, v in to_numpy_state_dict(obj).items()}
+
+
+# ---- the authors' SSVD release --------------------------------------------------------------
+
+PWC_PREFIXES = ("flownet.", "flow_net.", "flow_module.")
+ANCHOR_BUFFER = re.compile(r"anchor_generator\.cell_anchors\.(\d+)")
+
+
+def _torch_path(components: tuple[str, ...]) -> str:
+    """Flax module path -> dotted PyTorch path: `moduleOne_0` -> `moduleOne.0`."""
+    return ".".join(re.sub(r"_(\d+)$", r".\1", c) for c in components)
+
+
+def pwcnet_torch_name(collection: str, path: tuple[str, ...]) -> str:
+    """PWCNet variables -> sniklaus/pytorch-pwc names (`moduleFiv.moduleUpfeat.weight`)."""
+    del collection
+    leaf = "weight" if path[-1] == "kernel" else path[-1]
+    return f"{_torch_path(path[:-1])}.{leaf}"
+
+
+def sample_block_torch_name(collection: str, path: tuple[str, ...]) -> str:
+    """SamplingBlock variables -> release names; v1's raw Parameters are `off_conv1_weight`."""
+    del collection
+    module, leaf = path
+    if module.startswith("off_conv"):
+        return f"{module}_weight"
+    return f"{module}.{'weight' if leaf == 'kernel' else leaf}"
+
+
+def ssvd_torch_name(collection: str, path: tuple[str, ...]) -> str:
+    """SSVD variables -> the release's state_dict keys (REFERENCE_SPEC §8)."""
+    top, rest = path[0], path[1:]
+    if top == "backbone":
+        return "backbone.body." + resnet_torch_name("release")(collection, rest)
+    if top in ("motion_fpn", "sample_fpn", "fpn"):
+        return f"{top}." + fpn_torch_name(collection, rest)
+    if top in ("motion_subnets", "sample_subnets", "fused_subnets", "head"):
+        return f"{top}." + head_torch_name(collection, rest)
+    if top == "flownet":
+        return "flownet." + pwcnet_torch_name(collection, rest)
+    if top == "sample_block":
+        return "sample_block.sample_block." + sample_block_torch_name(collection, rest)
+    raise ConversionError(f"no release name for variable {collection}/{'/'.join(path)}")
+
+
+def _is_conv_transpose(path: tuple[str, ...]) -> bool:
+    return "moduleUpflow" in path or "moduleUpfeat" in path
+
+
+def normalize_release_keys(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Strip `module.`, map every PWC-Net prefix onto `flownet.` (the release's own loader maps
+    `flow_module` to `flow_net`, which its model does not have, REFERENCE_SPEC §8.3)."""
+    out: dict[str, np.ndarray] = {}
+    for key, value in to_numpy_state_dict(state_dict).items():
+        key = key.removeprefix("module.")
+        for p in PWC_PREFIXES[1:]:
+            if key.startswith(p):
+                key = PWC_PREFIXES[0] + key[len(p) :]
+        if key in out:
+            raise ConversionError(f"two checkpoint keys map to {key} (PWC-Net prefix clash)")
+        out[key] = value
+    return out
+
+
+def check_anchor_buffers(
+    state_dict: Mapping[str, np.ndarray], cell_anchors: list[np.ndarray] | None
+) -> list[str]:
+    """Compare the release's stored cell anchors with ours; returns the buffer keys."""
+    keys = [k for k in state_dict if ANCHOR_BUFFER.fullmatch(k)]
+    if cell_anchors is None:
+        return keys
+    for key in keys:
+        i = int(ANCHOR_BUFFER.fullmatch(key)[1])
+        ours = cell_anchors[i] if i < len(cell_anchors) else None
+        if ours is None or ours.shape != state_dict[key].shape:
+            raise ConversionError(f"{key}: no matching anchor level in this model")
+        if not np.allclose(ours, state_dict[key], atol=1e-3):
+            raise ConversionError(
+                f"{key}: the checkpoint's anchors differ from this model's anchor settings"
+            )
+    return keys
+
+
+def _suffix_resolve(
+    sd: dict[str, np.ndarray], template: Mapping[str, Any], name_fn: TorchNameFn
+) -> dict[str, np.ndarray]:
+    """Exact-then-suffix matching: a model key absent from the checkpoint may be found as the
+    unique checkpoint key ending in '.' + key (e.g. an extra wrapper prefix)."""
+    out = dict(sd)
+    for collection, tree in template.items():
+        for path in traverse_util.flatten_dict(dict(tree)):
+            key = name_fn(collection, path)
+            if key in out:
+                continue
+            hits = [k for k in sd if k.endswith("." + key)]
+            if len(hits) > 1:
+                raise ConversionError(f"{key}: ambiguous, several checkpoint keys end with it")
+            if hits:
+                out[key] = out.pop(hits[0])
+    return out
+
+
+def ssvd_from_torch(
+    state_dict: Mapping[str, Any],
+    template: Mapping[str, Any],
+    cell_anchors: list[np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Convert a release SSVD state_dict (v1 or v2; any variant's subset) into `template`.
+
+    `cell_anchors` (per level, [9, 4]) are checked against the checkpoint's anchor buffers when
+    given. Any missing, unexpected or mis-shaped key raises ConversionError naming it.
+    """
+    sd = normalize_release_keys(state_dict)
+    anchor_keys = check_anchor_buffers(sd, cell_anchors)
+    sd = _suffix_resolve({k: v for k, v in sd.items() if k not in anchor_keys}, template,
+                         ssvd_torch_name)  # fmt: skip
+    variables, _ = convert(
+        sd,
+        template,
+        ssvd_torch_name,
+        ignore=(r".*num_batches_tracked",),
+        is_transposed=_is_conv_transpose,
+    )
+    return variables
+
+
+def pwcnet_from_torch(state_dict: Mapping[str, Any], template: Mapping[str, Any]) -> dict[str, Any]:
+    """A PWC-Net-only checkpoint (sniklaus naming, optionally under any PWC prefix or
+    `module.`) into a PWCNet template. Refiner (context network) keys are ignored: SSVD has no
+    refiner."""
+    sd = {}
+    for key, value in to_numpy_state_dict(state_dict).items():
+        key = key.removeprefix("module.")
+        for p in PWC_PREFIXES:
+            key = key.removeprefix(p)
+        sd[key] = value
+    variables, _ = convert(
+        sd,
+        template,
+        pwcnet_torch_name,
+        ignore=(r"moduleRefiner\..*",),
+        is_transposed=_is_conv_transpose,
+    )
+    return variables

@@ -1,0 +1,170 @@
+"""PWC-Net without the refiner, as the release uses it for the motion stream (REFERENCE_SPEC §3).
+
+sniklaus/pytorch-pwc's architecture with the context network removed and decoding stopped at
+level 2: a 6-level feature pyramid extractor shared by both images; per level, a cost volume
+against the second image's features warped by the upsampled coarser flow, then a densely
+connected decoder. Module names mirror the release's (`moduleExtractor/moduleTwo_2`,
+`moduleFiv/moduleUpfeat`, ...) so that conversion is a rename.
+
+Inputs are the release's normalised BGR images divided by 255 (so roughly [-0.48, 0.6]),
+average-pooled 2x2 before the extractor. Outputs are flows from the first (reference) image to
+the second (support) image in pixels of each level's own grid, for P3..P6 (PWC levels 2..5).
+
+The release hard-codes a crop of the level-5 upsampling (8 -> 7 rows/cols) that is right only at
+448 input. Here every level crops the leading rows/cols by which the 2x transposed-conv output
+exceeds that level's size, which is the release's crop at 448 and the same rule elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ssvd_jax.models.conv import Conv
+from ssvd_jax.ops import correlation, sampling
+
+Array = jax.Array
+
+LEVEL_NAMES = ("One", "Two", "Thr", "Fou", "Fiv", "Six")  # pyramid levels 1..6
+EXTRACTOR_CHANNELS = (16, 32, 64, 96, 128, 196)
+DENSE_CHANNELS = (128, 128, 96, 64, 32)
+# Each decoder's upsampled flow is scaled into pixels of its level before warping: 20 / 2^l.
+FLOW_SCALES = {5: 0.625, 4: 1.25, 3: 2.5, 2: 5.0}
+OUTPUT_LEVELS = {"P3": 2, "P4": 3, "P5": 4, "P6": 5}
+
+pwc_kernel_init = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
+
+
+def leaky_relu(x: Array) -> Array:
+    return nn.leaky_relu(x, negative_slope=0.1)
+
+
+class ConvTranspose4x4(nn.Module):
+    """torch.nn.ConvTranspose2d(C, features, 4, stride=2, padding=1), as an input-dilated conv.
+
+    The kernel is stored as the HWIO kernel of the equivalent correlation (the PyTorch weight
+    flipped spatially), see `ssvd_jax.convert.conv_transpose_kernel_from_torch`.
+    """
+
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_NxHxWxC: Array) -> Array:
+        kernel = self.param("kernel", pwc_kernel_init, (4, 4, x_NxHxWxC.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        y = jax.lax.conv_general_dilated(
+            x_NxHxWxC.astype(self.dtype),
+            kernel.astype(self.dtype),
+            window_strides=(1, 1),
+            padding=((2, 2), (2, 2)),  # k - 1 - p
+            lhs_dilation=(2, 2),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        return y + bias.astype(self.dtype)
+
+
+def crop_to(x_NxHxWxC: Array, height: int, width: int) -> Array:
+    """Drop leading rows/cols so the map is (height, width): the release's `[:, :, 1:, 1:]`."""
+    dh, dw = x_NxHxWxC.shape[1] - height, x_NxHxWxC.shape[2] - width
+    if dh < 0 or dw < 0:
+        raise ValueError(
+            f"PWC-Net pyramid is inconsistent: upsampled {x_NxHxWxC.shape[1:3]} is smaller than "
+            f"the level's ({height}, {width}); use an input size divisible by 64"
+        )
+    return x_NxHxWxC[:, dh:, dw:]
+
+
+class Extractor(nn.Module):
+    """Six 3-conv modules (first conv stride 2, LeakyReLU 0.1 after each): levels 1..6."""
+
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_NxHxWx3: Array) -> list[Array]:
+        pyramid = []
+        x = x_NxHxWx3
+        for name, channels in zip(LEVEL_NAMES, EXTRACTOR_CHANNELS, strict=True):
+            for i, stride in ((0, 2), (2, 1), (4, 1)):
+                x = leaky_relu(
+                    Conv(channels, 3, stride, 1, dtype=self.dtype, kernel_init=pwc_kernel_init,
+                         name=f"module{name}_{i}")(x)
+                )  # fmt: skip
+            pyramid.append(x)
+        return pyramid
+
+
+class Decoder(nn.Module):
+    """One PWC-Net decoder level: cost volume, dense convs (newest first), flow prediction."""
+
+    level: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, f1: Array, f2: Array, previous: tuple[Array, Array] | None
+    ) -> tuple[Array, Array]:
+        height, width = f1.shape[1:3]
+        if previous is None:
+            feat = leaky_relu(correlation.cost_volume(f1, f2, 4))
+        else:
+            prev_flow, prev_feat = previous
+            flow_up = crop_to(ConvTranspose4x4(2, self.dtype, name="moduleUpflow")(prev_flow),
+                              height, width)  # fmt: skip
+            feat_up = crop_to(ConvTranspose4x4(2, self.dtype, name="moduleUpfeat")(prev_feat),
+                              height, width)  # fmt: skip
+            warped = sampling.pwc_warp(f2, flow_up * FLOW_SCALES[self.level])
+            corr = leaky_relu(correlation.cost_volume(f1, warped, 4))
+            feat = jnp.concatenate([corr, f1, flow_up, feat_up], axis=-1)
+        for name, channels in zip(LEVEL_NAMES[:5], DENSE_CHANNELS, strict=True):
+            new = leaky_relu(
+                Conv(channels, 3, 1, 1, dtype=self.dtype, kernel_init=pwc_kernel_init,
+                     name=f"module{name}_0")(feat)
+            )  # fmt: skip
+            feat = jnp.concatenate([new, feat], axis=-1)
+        flow = Conv(2, 3, 1, 1, dtype=self.dtype, kernel_init=pwc_kernel_init, name="moduleSix_0")(
+            feat
+        )
+        return flow, feat
+
+
+class PWCNet(nn.Module):
+    """(first, second) normalised images [N,H,W,3] -> {'P3'..'P6': flow [N,h,w,2]} (+ raw flows).
+
+    `__call__` takes the images; `from_pyramids` takes precomputed extractor pyramids, so that
+    an inference engine can extract each frame's pyramid once and reuse it for every pair.
+    """
+
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        self.moduleExtractor = Extractor(self.dtype)
+        self.moduleSix = Decoder(6, self.dtype)
+        self.moduleFiv = Decoder(5, self.dtype)
+        self.moduleFou = Decoder(4, self.dtype)
+        self.moduleThr = Decoder(3, self.dtype)
+        self.moduleTwo = Decoder(2, self.dtype)
+
+    def extract(self, images_NxHxWx3: Array) -> list[Array]:
+        """The release's input (normalised image / 255), 2x2 average-pooled, through the
+        extractor: levels 1..6."""
+        x = images_NxHxWx3.astype(jnp.float32) / 255.0
+        x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        return self.moduleExtractor(x)
+
+    def from_pyramids(self, pyramid1: list[Array], pyramid2: list[Array]) -> dict[str, Array]:
+        previous = None
+        raw = {}
+        for level in (6, 5, 4, 3, 2):
+            decoder = getattr(self, f"module{LEVEL_NAMES[level - 1]}")
+            previous = decoder(pyramid1[level - 1], pyramid2[level - 1], previous)
+            raw[f"L{level}"] = previous[0].astype(jnp.float32)
+        flows = {p: raw[f"L{level}"] * FLOW_SCALES[level] for p, level in OUTPUT_LEVELS.items()}
+        flows["raw"] = raw
+        return flows
+
+    def __call__(self, first_NxHxWx3: Array, second_NxHxWx3: Array) -> dict[str, Array]:
+        return self.from_pyramids(self.extract(first_NxHxWx3), self.extract(second_NxHxWx3))

@@ -1,0 +1,233 @@
+"""The SSVD model: one shared ResNet body, per-stream FPNs, the two aggregation streams, heads.
+
+Variants (paper Table II and Fig. 6), selected by `variant`:
+  single_frame            body -> `fpn` -> `head` on the reference only (the phase-1 detector).
+  motion                  motion stream only.
+  sampling                sampling stream only.
+  two_stream              both streams, each with its own heads; late fusion of their boxes by
+                          class-wise NMS (the release; default).
+  early_fusion            both streams' aggregated features concatenated (512 channels) into
+                          one shared set of heads (Fig. 6(2)).
+  motion_guided_sampling  two_stream, but the sampling offsets are the motion stream's flow plus
+                          the predicted residual (Fig. 6(1)).
+
+Inputs are release-normalised BGR images: the reference [B,H,W,3] and the entries to aggregate
+[B,E,H,W,3]. `__call__(reference, supports)` aggregates over [reference, *supports] when
+`include_reference` (the release's inference makes the reference entry 0 of its 7; the paper's
+sums over tau = -K..K include it too), so training (2 supports) and inference (6 supports) see
+the same kind of aggregation. Per-frame work (`frame_features`) and per-reference work
+(`aggregate`, `heads`) are separate methods so that an online engine can compute each frame's
+features once. Intermediates are sown into the 'intermediates' collection for parity checks.
+
+Parameter names mirror the release's modules (`backbone`, `motion_fpn`, `flownet`,
+`motion_subnets`, `sample_fpn`, `sample_block`, `sample_subnets`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ssvd_jax.models.fpn import FPN, LEVELS
+from ssvd_jax.models.heads import RetinaHead
+from ssvd_jax.models.pwcnet import PWCNet
+from ssvd_jax.models.resnet import ResNet
+from ssvd_jax.models.streams import (
+    SamplingBlock,
+    flow_to_offsets,
+    motion_aggregate,
+    sampling_aggregate,
+)
+
+Array = jax.Array
+
+VARIANTS = (
+    "single_frame",
+    "motion",
+    "sampling",
+    "two_stream",
+    "early_fusion",
+    "motion_guided_sampling",
+)
+
+
+def variant_streams(variant: str) -> tuple[bool, bool]:
+    """(uses the motion stream, uses the sampling stream) of a variant."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown SSVD variant {variant!r}; choose one of {VARIANTS}")
+    return (
+        variant in ("motion", "two_stream", "early_fusion", "motion_guided_sampling"),
+        variant in ("sampling", "two_stream", "early_fusion", "motion_guided_sampling"),
+    )
+
+
+def head_outputs_streams(variant: str) -> tuple[str, ...]:
+    """Names of the output streams (each with its own heads and post-processing)."""
+    return {
+        "single_frame": ("single",),
+        "motion": ("motion",),
+        "sampling": ("sample",),
+        "two_stream": ("motion", "sample"),
+        "early_fusion": ("fused",),
+        "motion_guided_sampling": ("motion", "sample"),
+    }[variant]
+
+
+class SSVD(nn.Module):
+    backbone: ResNet
+    variant: str = "two_stream"
+    fpn_channels: int = 256
+    num_classes: int = 30
+    num_anchors: int = 9
+    head_num_convs: int = 2
+    head_width: int = 256
+    prior_prob: float = 0.01
+    sampling_version: str = "1"
+    sampling_aggregation: str = "softmax"
+    deformable_groups: int = 4
+    include_reference: bool = True
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        use_motion, use_sampling = variant_streams(self.variant)
+
+        def head() -> RetinaHead:
+            return RetinaHead(
+                num_classes=self.num_classes,
+                num_anchors=self.num_anchors,
+                num_convs=self.head_num_convs,
+                width=self.head_width,
+                prior_prob=self.prior_prob,
+                dtype=self.dtype,
+            )
+
+        if self.variant == "single_frame":
+            self.fpn = FPN(self.fpn_channels, self.dtype)
+            self.head = head()
+            return
+        if use_motion:
+            self.motion_fpn = FPN(self.fpn_channels, self.dtype)
+            self.flownet = PWCNet(self.dtype)
+        if use_sampling:
+            self.sample_fpn = FPN(self.fpn_channels, self.dtype)
+            self.sample_block = SamplingBlock(
+                self.sampling_version, self.fpn_channels, self.deformable_groups, self.dtype
+            )
+        if self.variant == "early_fusion":
+            self.fused_subnets = head()
+        else:
+            if use_motion:
+                self.motion_subnets = head()
+            if use_sampling:
+                self.sample_subnets = head()
+
+    # ---- per frame -------------------------------------------------------------------------
+    def frame_features(self, images_NxHxWx3: Array) -> dict[str, dict[str, Array]]:
+        """The shared body once, then each stream's FPN: {'motion'|'sample'|'single': {P3..P6}}."""
+        body = self.backbone(images_NxHxWx3)
+        if self.variant == "single_frame":
+            return {"single": self.fpn(body)}
+        use_motion, use_sampling = variant_streams(self.variant)
+        out = {}
+        if use_motion:
+            out["motion"] = self.motion_fpn(body)
+        if use_sampling:
+            out["sample"] = self.sample_fpn(body)
+        return out
+
+    # ---- per reference frame ---------------------------------------------------------------
+    def aggregate(
+        self,
+        reference_images_BxHxWx3: Array,
+        entry_images_BxExHxWx3: Array,
+        reference_features: dict[str, dict[str, Array]],
+        entry_features: dict[str, dict[str, Array]],
+    ) -> dict[str, dict[str, Array]]:
+        """Aggregate the entries' features into the reference frame, per stream and level.
+
+        reference_features[s][level] is [B,h,w,C]; entry_features[s][level] is [B,E,h,w,C].
+        """
+        if self.variant == "single_frame":
+            return {"single": reference_features["single"]}
+        use_motion, use_sampling = variant_streams(self.variant)
+        b, e = entry_images_BxExHxWx3.shape[:2]
+        out: dict[str, dict[str, Array]] = {}
+        flows = None
+        if use_motion:
+            ref = jnp.broadcast_to(
+                reference_images_BxHxWx3[:, None], entry_images_BxExHxWx3.shape
+            ).reshape(b * e, *entry_images_BxExHxWx3.shape[2:])
+            pwc = self.flownet(ref, entry_images_BxExHxWx3.reshape(ref.shape))
+            flows = {lv: pwc[lv].reshape(b, e, *pwc[lv].shape[1:]) for lv in LEVELS}
+            for name, raw in pwc["raw"].items():
+                self.sow("intermediates", f"pwc_raw_flow_{name}", raw)
+            out["motion"] = {}
+            for level in LEVELS:
+                self.sow("intermediates", f"flow_{level}", flows[level])
+                mean, warped = motion_aggregate(entry_features["motion"][level], flows[level])
+                self.sow("intermediates", f"motion_warped_{level}", warped)
+                out["motion"][level] = mean
+        if use_sampling:
+            out["sample"] = {}
+            for level in LEVELS:
+                base = None
+                if self.variant == "motion_guided_sampling":
+                    base = flow_to_offsets(flows[level], self.deformable_groups)
+                res = self.sample_block(
+                    reference_features["sample"][level],
+                    entry_features["sample"][level],
+                    level,
+                    base,
+                )
+                self.sow("intermediates", f"sample_offset_pred_{level}", res["pred"])
+                self.sow("intermediates", f"sample_dcn_out_{level}", res["sampled"])
+                out["sample"][level] = sampling_aggregate(
+                    res["sampled"], res["weight_logit"], self.sampling_aggregation
+                )
+        if self.variant == "early_fusion":
+            out = {
+                "fused": {
+                    lv: jnp.concatenate([out["motion"][lv], out["sample"][lv]], axis=-1)
+                    for lv in LEVELS
+                }
+            }
+        for stream, levels in out.items():
+            for level, x in levels.items():
+                self.sow("intermediates", f"{stream}_agg_{level}", x)
+        return out
+
+    def heads(self, aggregated: dict[str, dict[str, Array]]) -> dict[str, dict[str, Any]]:
+        """{stream: {'cls_logits': {level}, 'box_deltas': {level}}} (raw, float32)."""
+        modules = {
+            "single": "head",
+            "motion": "motion_subnets",
+            "sample": "sample_subnets",
+            "fused": "fused_subnets",
+        }
+        return {s: getattr(self, modules[s])(feats) for s, feats in aggregated.items()}
+
+    def __call__(
+        self, reference_BxHxWx3: Array, supports_BxSxHxWx3: Array
+    ) -> dict[str, dict[str, Any]]:
+        """Training / direct inference: features of every frame, aggregation, heads."""
+        b, s = supports_BxSxHxWx3.shape[:2]
+        if self.include_reference:
+            entries = jnp.concatenate([reference_BxHxWx3[:, None], supports_BxSxHxWx3], axis=1)
+        else:
+            entries = supports_BxSxHxWx3
+        if self.variant == "single_frame":
+            return self.heads(self.frame_features(reference_BxHxWx3))
+        frames = jnp.concatenate([reference_BxHxWx3[:, None], supports_BxSxHxWx3], axis=1)
+        feats = self.frame_features(frames.reshape(b * (s + 1), *frames.shape[2:]))
+        ref_feats, entry_feats = {}, {}
+        for stream, levels in feats.items():
+            ref_feats[stream], entry_feats[stream] = {}, {}
+            for level, x in levels.items():
+                x = x.reshape(b, s + 1, *x.shape[1:])
+                ref_feats[stream][level] = x[:, 0]
+                entry_feats[stream][level] = x if self.include_reference else x[:, 1:]
+        aggregated = self.aggregate(reference_BxHxWx3, entries, ref_feats, entry_feats)
+        return self.heads(aggregated)

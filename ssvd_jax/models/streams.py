@@ -1,0 +1,179 @@
+"""The two feature-aggregation streams of SSVD (REFERENCE_SPEC §3.5, §4).
+
+Shapes: the reference frame's features are [B,H,W,C]; the aggregated entries' are [B,E,H,W,C]
+(E = 7 in the release's inference, reference included as entry 0; E = 3 in training).
+
+* Motion stream: each entry's motion-FPN features are warped to the reference along the PWC-Net
+  flow of that level (pixels of its own grid), then averaged over the entries.
+* Sampling stream: one `SamplingBlock` shared by all levels predicts, from [reference, entry],
+  deformable-conv offsets (72 channels) and an aggregation-weight logit (1 channel); a 3x3
+  deformable conv with 4 offset groups samples each entry's sampling-FPN features, and the
+  results are combined per pixel by a softmax over entries of ReLU(logit) (release) or a plain
+  mean (paper).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ssvd_jax.models.conv import Conv, conv2d
+from ssvd_jax.ops import deform, sampling
+
+Array = jax.Array
+
+LEVEL_INDEX = {"P3": 0, "P4": 1, "P5": 2, "P6": 3}
+NUM_OFFSET_CHANNELS = 72  # 4 groups x 9 taps x (dy, dx)
+
+
+def _merge(x_BxExHxWxC: Array) -> Array:
+    return x_BxExHxWxC.reshape(-1, *x_BxExHxWxC.shape[2:])
+
+
+def _split(x_NxHxWxC: Array, batch: int) -> Array:
+    return x_NxHxWxC.reshape(batch, -1, *x_NxHxWxC.shape[1:])
+
+
+def motion_aggregate(entries_BxExHxWxC: Array, flows_BxExHxWx2: Array) -> tuple[Array, Array]:
+    """Warp every entry along its flow and average: ([B,H,W,C] mean, [B,E,H,W,C] warped)."""
+    b = entries_BxExHxWxC.shape[0]
+    warped = _split(sampling.warp(_merge(entries_BxExHxWxC), _merge(flows_BxExHxWx2)), b)
+    return jnp.mean(warped, axis=1), warped
+
+
+class KernelParam(nn.Module):
+    """A bare conv kernel (HWIO) parameter: the release's raw `nn.Parameter` weights."""
+
+    shape: tuple[int, ...]
+
+    @nn.compact
+    def __call__(self) -> Array:
+        return self.param("kernel", nn.initializers.normal(0.01), self.shape)
+
+
+def _crop(x: Array, height: int, width: int) -> Array:
+    return x[:, :height, :width]
+
+
+class SamplingBlock(nn.Module):
+    """Offset predictor + deformable sampling, shared across P3..P6.
+
+    version '1' (release default, the paper's U-Net-like predictor): conv1 (512->256) ->
+      conv2 (256->128) -> conv3 (128->128), no bias and no nonlinearity in between; at P3/P4
+      conv2/conv3 have stride 2 and are upsampled back x2 / x4, at P5/P6 they have stride 1 and
+      dilation 2; then ReLU(cat[c1, c2, c3]) -> offset_lateral (3x3, 512->256) -> ReLU ->
+      offset_pred (3x3, 256->73).
+    version '2': multi-dilation convs on the entry only, ReLU(cat[cur, d1, d2, d3]) -> lateral ->
+      pred.
+    Channels [0:72] of the prediction are offsets, [72] the aggregation-weight logit.
+    """
+
+    version: str = "1"
+    channels: int = 256
+    deformable_groups: int = 4
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        c = self.channels
+        if self.version == "1":
+            self.off_conv1 = KernelParam((3, 3, 2 * c, c))
+            self.off_conv2 = KernelParam((3, 3, c, c // 2))
+            self.off_conv3 = KernelParam((3, 3, c // 2, c // 2))
+        elif self.version == "2":
+            self.sup_conv_d1 = Conv(c // 2, 3, 1, 1, 1, dtype=self.dtype)
+            self.sup_conv_d2 = Conv(c // 4, 3, 1, 2, 2, dtype=self.dtype)
+            self.sup_conv_d3 = Conv(c // 4, 3, 1, 3, 3, dtype=self.dtype)
+        else:
+            raise ValueError(f"sampling stream version must be '1' or '2', got {self.version!r}")
+        self.offset_lateral = Conv(c, 3, 1, 1, dtype=self.dtype)
+        # Zero-initialised, as DCN offset branches are: training starts from a regular 3x3
+        # sampling grid and uniform aggregation weights.
+        self.offset_pred = Conv(
+            NUM_OFFSET_CHANNELS + 1, 3, 1, 1, dtype=self.dtype, kernel_init=nn.initializers.zeros
+        )
+        self.sample_conv = KernelParam((3, 3, c, c))
+
+    def _v1_chain(self, x: Array, level: str) -> Array:
+        height, width = x.shape[1:3]
+        low_level = LEVEL_INDEX[level] < 2
+        stride, pad, dil = (2, 1, 1) if low_level else (1, 2, 2)
+        dt = self.dtype
+        c1 = conv2d(x.astype(dt), self.off_conv1().astype(dt), padding=1)
+        c2 = conv2d(c1, self.off_conv2().astype(dt), stride=stride, padding=pad, dilation=dil)
+        c3 = conv2d(c2, self.off_conv3().astype(dt), stride=stride, padding=pad, dilation=dil)
+        if low_level:
+            c2 = _crop(sampling.upsample_nearest(c2, 2), height, width)
+            c3 = _crop(sampling.upsample_nearest(c3, 4), height, width)
+        return nn.relu(jnp.concatenate([c1, c2, c3], axis=-1))
+
+    def predict(self, cur_NxHxWxC: Array, entry_NxHxWxC: Array, level: str) -> Array:
+        """Offsets and weight logit [N,H,W,73] for (reference, entry) pairs."""
+        if self.version == "1":
+            fused = self._v1_chain(jnp.concatenate([cur_NxHxWxC, entry_NxHxWxC], axis=-1), level)
+        else:
+            fused = nn.relu(
+                jnp.concatenate(
+                    [
+                        cur_NxHxWxC.astype(self.dtype),
+                        self.sup_conv_d1(entry_NxHxWxC),
+                        self.sup_conv_d2(entry_NxHxWxC),
+                        self.sup_conv_d3(entry_NxHxWxC),
+                    ],
+                    axis=-1,
+                )
+            )
+        return self.offset_pred(nn.relu(self.offset_lateral(fused))).astype(jnp.float32)
+
+    def sample(self, entry_NxHxWxC: Array, offsets_NxHxWx72: Array) -> Array:
+        """The deformable 3x3 conv (4 offset groups, no bias) on the entries' features."""
+        return deform.deform_conv2d(
+            entry_NxHxWxC.astype(self.dtype),
+            offsets_NxHxWx72.astype(self.dtype),
+            self.sample_conv().astype(self.dtype),
+            deformable_groups=self.deformable_groups,
+        )
+
+    def __call__(
+        self,
+        cur_BxHxWxC: Array,
+        entries_BxExHxWxC: Array,
+        level: str,
+        offset_base_BxExHxWx72: Array | None = None,
+    ) -> dict[str, Array]:
+        """Per-entry prediction and sampling. `offset_base` is added to the predicted offsets
+        (the motion-guided variant passes the flow there, so the predictor learns a residual)."""
+        b, e = entries_BxExHxWxC.shape[:2]
+        cur = jnp.broadcast_to(cur_BxHxWxC[:, None], entries_BxExHxWxC.shape)
+        pred = self.predict(_merge(cur), _merge(entries_BxExHxWxC), level)
+        offsets = pred[..., :NUM_OFFSET_CHANNELS]
+        if offset_base_BxExHxWx72 is not None:
+            offsets = offsets + _merge(offset_base_BxExHxWx72)
+        sampled = self.sample(_merge(entries_BxExHxWxC), offsets)
+        return {
+            "pred": _split(pred, b),
+            "offsets": _split(offsets, b),
+            "weight_logit": _split(pred[..., NUM_OFFSET_CHANNELS:], b),
+            "sampled": _split(sampled, b).astype(jnp.float32),
+        }
+
+
+def sampling_aggregate(sampled_BxExHxWxC: Array, weight_logit_BxExHxWx1: Array, mode: str) -> Array:
+    """Combine the entries: 'softmax' of ReLU(logit) over entries per pixel (release), or 'mean'
+    (paper)."""
+    if mode == "softmax":
+        weights = jax.nn.softmax(nn.relu(weight_logit_BxExHxWx1.astype(jnp.float32)), axis=1)
+        return jnp.sum(weights * sampled_BxExHxWxC, axis=1)
+    if mode == "mean":
+        return jnp.mean(sampled_BxExHxWxC, axis=1)
+    raise ValueError(f"sampling aggregation must be 'softmax' or 'mean', got {mode!r}")
+
+
+def flow_to_offsets(flow_NxHxWx2: Array, deformable_groups: int = 4, taps: int = 9) -> Array:
+    """A flow (x, y) as deformable-conv offsets: every group and tap shifted by the flow, in
+    torchvision's (dy, dx) channel order [N,H,W,2*G*taps]."""
+    dy_dx = jnp.stack([flow_NxHxWx2[..., 1], flow_NxHxWx2[..., 0]], axis=-1)
+    reps = deformable_groups * taps
+    return jnp.tile(dy_dx, (1,) * (dy_dx.ndim - 1) + (reps,))
