@@ -1,0 +1,191 @@
+"""Jit NMS (`ssvd_jax.ops.nms`) against torchvision (continuous boxes) and the release's "+1"
+NMS (`ops_nms.npz`), plus padding, early stop, tie order and vmap behaviour."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from ssvd_jax.ops import nms as nms_ops
+
+PARITY = "ssvd_reference_parity"
+
+
+def _clustered_boxes(rng, n, num_clusters=12, extent=200.0):
+    """Boxes jittered around a few centres, so that most of them overlap heavily."""
+    centres = rng.uniform(20, extent - 20, size=(num_clusters, 2))
+    which = rng.integers(0, num_clusters, size=n)
+    ctr = centres[which] + rng.normal(0, 4, size=(n, 2))
+    wh = rng.uniform(10, 40, size=(n, 2))
+    boxes = np.concatenate([ctr - wh / 2, ctr + wh / 2], axis=1).astype(np.float32)
+    scores = rng.permutation(n).astype(np.float32) / n + 0.1  # distinct scores
+    return boxes, scores
+
+
+def _kept(result) -> np.ndarray:
+    idx, valid = (np.asarray(x) for x in result)
+    assert np.all(valid[: valid.sum()]) and not np.any(valid[valid.sum() :])
+    return idx[valid]
+
+
+@pytest.fixture(scope="module")
+def nms_fn():
+    return jax.jit(nms_ops.nms, static_argnames=("max_output", "legacy"))
+
+
+@pytest.fixture(scope="module")
+def batched_fn():
+    return jax.jit(nms_ops.batched_nms, static_argnames=("max_output", "legacy"))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("threshold", [0.3, 0.5])
+def test_nms_matches_torchvision(nms_fn, seed, threshold):
+    rng = np.random.default_rng(seed)
+    boxes, scores = _clustered_boxes(rng, 500)
+    want = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), threshold)
+    got = _kept(nms_fn(boxes, scores, threshold, max_output=500))
+    assert 12 <= len(want) < 250  # heavy suppression actually happened
+    np.testing.assert_array_equal(got, want.numpy())  # same set, same (score) order
+
+
+def test_nms_legacy_matches_release_fixture(nms_fn, fixtures_dir):
+    f = np.load(fixtures_dir / PARITY / "ops_nms.npz")
+    thr = float(f["iou_threshold"])
+    got = _kept(nms_fn(f["boxes"], f["scores"], thr, max_output=102, legacy=True))
+    np.testing.assert_array_equal(np.sort(got), f["keep"])  # the release lists ascending indices
+    # In score order.
+    assert np.all(np.diff(f["scores"][got]) <= 0)
+    # Without +1 the crafted pair (100, 101) is not suppressed, as torchvision does.
+    cont = _kept(nms_fn(f["boxes"], f["scores"], thr, max_output=102, legacy=False))
+    np.testing.assert_array_equal(np.sort(cont), f["keep_torchvision_no_plus1"])
+    assert 101 in cont and 101 not in got
+    tv = torchvision.ops.nms(torch.from_numpy(f["boxes"]), torch.from_numpy(f["scores"]), thr)
+    np.testing.assert_array_equal(np.sort(tv.numpy()), f["keep_torchvision_no_plus1"])
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_batched_nms_matches_torchvision(batched_fn, seed):
+    rng = np.random.default_rng(seed)
+    boxes, scores = _clustered_boxes(rng, 400, num_clusters=6)
+    labels = rng.integers(0, 5, size=400).astype(np.int32)
+    want = torchvision.ops.batched_nms(
+        torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels), 0.45
+    )
+    got = _kept(batched_fn(boxes, scores, labels, 0.45, max_output=400))
+    np.testing.assert_array_equal(got, want.numpy())
+    # Class-wise: more survive than with one class-agnostic NMS.
+    plain = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.45)
+    assert len(got) > len(plain)
+
+
+def test_batched_nms_legacy_equals_per_class_legacy_nms(nms_fn, batched_fn, fixtures_dir):
+    f = np.load(fixtures_dir / PARITY / "ops_late_fusion.npz")
+    boxes, scores, labels = f["boxes"], f["scores"], f["labels"]
+    got = _kept(batched_fn(boxes, scores, labels, 0.45, max_output=420, legacy=True))
+    want = []
+    for label in np.unique(labels):
+        # One compiled shape for all classes: the other classes are masked out.
+        members = labels == label
+        want.extend(_kept(nms_fn(boxes, scores, 0.45, max_output=420, legacy=True, valid=members)))
+    want = np.array(want)
+    want = want[np.argsort(-scores[want], kind="stable")]
+    np.testing.assert_array_equal(got, want)
+    assert len(got) == 324  # the fixture README's survivor count
+
+
+def test_invalid_and_minus_inf_never_kept(nms_fn):
+    rng = np.random.default_rng(5)
+    boxes, scores = _clustered_boxes(rng, 60)
+    valid = rng.uniform(size=60) < 0.7
+    scores_inf = scores.copy()
+    scores_inf[~valid] = -np.inf
+    by_mask = _kept(nms_fn(boxes, scores, 0.5, max_output=60, valid=valid))
+    by_inf = _kept(nms_fn(boxes, scores_inf, 0.5, max_output=60))
+    want = np.flatnonzero(valid)[
+        torchvision.ops.nms(torch.from_numpy(boxes[valid]), torch.from_numpy(scores[valid]), 0.5)
+    ]
+    np.testing.assert_array_equal(by_mask, want)
+    np.testing.assert_array_equal(by_inf, want)
+    # Nothing valid: nothing kept.
+    idx, ok = nms_fn(boxes, scores, 0.5, max_output=8, valid=np.zeros(60, bool))
+    assert not np.any(np.asarray(ok)) and np.all(np.asarray(idx) == 0)
+
+
+def test_max_output_truncates_and_pads(nms_fn):
+    rng = np.random.default_rng(6)
+    boxes, scores = _clustered_boxes(rng, 300)
+    full = _kept(nms_fn(boxes, scores, 0.5, max_output=300))
+    short_idx, short_ok = (np.asarray(x) for x in nms_fn(boxes, scores, 0.5, max_output=5))
+    assert short_ok.all() and short_idx.shape == (5,)
+    np.testing.assert_array_equal(short_idx, full[:5])
+    long_idx, long_ok = (np.asarray(x) for x in nms_fn(boxes, scores, 0.5, max_output=400))
+    assert long_ok.sum() == len(full) and np.all(long_idx[len(full) :] == 0)
+
+
+def test_ties_lower_index_first_and_threshold_is_strict(nms_fn):
+    boxes = np.array(
+        [[0, 0, 10, 10], [50, 50, 60, 60], [0, 0, 10, 10], [0, 0, 10, 20], [50, 50, 60, 60]],
+        np.float32,
+    )
+    scores = np.array([0.5, 0.9, 0.9, 0.2, 0.5], np.float32)
+    # 1 and 2 tie at 0.9: 1 (lower index) is visited first and removes its duplicate 4; 2 then
+    # removes its duplicate 0; 3 has IoU exactly 100 / 200 = 0.5 with 2, which is not > 0.5.
+    got = _kept(nms_fn(boxes, scores, 0.5, max_output=5))
+    np.testing.assert_array_equal(got, [1, 2, 3])
+    got = _kept(nms_fn(boxes, scores, 0.49, max_output=5))
+    np.testing.assert_array_equal(got, [1, 2])
+
+
+def test_zero_area_boxes_are_kept_once(nms_fn):
+    boxes = np.array([[5, 5, 5, 5], [5, 5, 5, 5], [0, 0, 10, 10]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7], np.float32)
+    # Continuous IoU of a point with anything is 0: nothing suppresses, each is kept once.
+    np.testing.assert_array_equal(_kept(nms_fn(boxes, scores, 0.5, max_output=3)), [0, 1, 2])
+    # "+1": the two points are the same pixel (IoU 1).
+    got = _kept(nms_fn(boxes, scores, 0.5, max_output=3, legacy=True))
+    np.testing.assert_array_equal(got, [0, 2])
+
+
+def test_vmap_over_batch():
+    rng = np.random.default_rng(7)
+    data = [_clustered_boxes(rng, 120) for _ in range(3)]
+    boxes = np.stack([d[0] for d in data])
+    scores = np.stack([d[1] for d in data])
+    fn = jax.jit(jax.vmap(functools.partial(nms_ops.nms, iou_threshold=0.4, max_output=50)))
+    idx, ok = fn(boxes, scores)
+    for b in range(3):
+        want = torchvision.ops.nms(torch.from_numpy(boxes[b]), torch.from_numpy(scores[b]), 0.4)
+        np.testing.assert_array_equal(_kept((idx[b], ok[b])), want.numpy()[:50])
+
+
+def _largest_intermediate(jaxpr) -> int:
+    """Largest array size produced anywhere in a jaxpr, sub-jaxprs (loop bodies) included."""
+    largest = 0
+    for eqn in jaxpr.eqns:
+        for v in eqn.outvars:
+            largest = max(largest, int(np.prod(v.aval.shape)))
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, tuple | list) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    largest = max(largest, _largest_intermediate(inner))
+    return largest
+
+
+def test_large_input_does_not_need_pairwise_matrix():
+    # 8,000 boxes (two streams x four levels x 1,000): only O(N) memory per step; the jaxpr
+    # must hold no N x N array.
+    n = 8000
+    rng = np.random.default_rng(8)
+    boxes, scores = _clustered_boxes(rng, n, num_clusters=300, extent=2000.0)
+    fn = functools.partial(nms_ops.nms, iou_threshold=0.5, max_output=100)
+    jaxpr = jax.make_jaxpr(fn)(jnp.asarray(boxes), jnp.asarray(scores))
+    assert _largest_intermediate(jaxpr.jaxpr) < n * 10
+    got = _kept(jax.jit(fn)(boxes, scores))
+    want = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.5)
+    np.testing.assert_array_equal(got, want.numpy()[:100])
