@@ -34,6 +34,14 @@ def get_config() -> ml_collections.ConfigDict:
     head.num_convs = 2
     head.width = 256
     head.prior_prob = 0.01
+    # SSVD: 'two_stream' (release, late fusion) | 'single_frame' | 'motion' | 'sampling' |
+    # 'early_fusion' | 'motion_guided_sampling'.
+    model.variant = "two_stream"
+    model.include_reference = True  # the reference is one of the aggregated entries (release)
+    sampling = model.sampling = ml_collections.ConfigDict()
+    sampling.version = "1"  # offset predictor: '1' U-Net-like (release default), '2' multi-dilation
+    sampling.aggregation = "softmax"  # per-pixel softmax weights (release) | 'mean' (paper)
+    sampling.deformable_groups = 4
     anchors = model.anchors = ml_collections.ConfigDict()
     anchors.strides = (8, 16, 32, 64)
     anchors.sizes = (32, 64, 128, 256)

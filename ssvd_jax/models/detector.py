@@ -110,7 +110,7 @@ def flatten_outputs(
 
 
 def detect(
-    outputs: dict[str, dict[str, Array]],
+    outputs: dict[str, dict[str, Array]] | list[dict[str, dict[str, Array]]],
     per_level_anchors: list[np.ndarray],
     image_size: int | tuple[int, int],
     num_classes: int,
@@ -123,15 +123,18 @@ def detect(
 ) -> postprocess.Detections:
     """The release's post-processing (REFERENCE_SPEC §5.4) on a batch of detector outputs.
 
-    Per level: sigmoid, score > threshold, top-`pre_nms_top_n`, decode, clip; then one
-    class-wise NMS over all levels and the best `max_detections`. Returns fixed-size
-    `Detections` [N, max_detections] in input-image pixels with 0-based labels and a validity
-    mask. jit-able (bind the keyword settings statically).
+    `outputs` is one stream's {'cls_logits', 'box_deltas'} or a list of streams' (SSVD's
+    motion and sampling streams, in that order: their position is the `stream` id of each
+    detection). Per stream and level: sigmoid, score > threshold, top-`pre_nms_top_n`, decode,
+    clip; then one class-wise NMS over all candidates of all streams (late fusion) and the best
+    `max_detections`. Returns fixed-size `Detections` [N, max_detections] in input-image pixels
+    with 0-based labels and a validity mask. jit-able (bind the keyword settings statically).
     """
-    logits, deltas = flatten_outputs(outputs, num_classes)
+    streams = [outputs] if isinstance(outputs, dict) else list(outputs)
+    flat = [flatten_outputs(o, num_classes) for o in streams]
     return postprocess.detect_from_outputs(
-        [logits],
-        [deltas],
+        [logits for logits, _ in flat],
+        [deltas for _, deltas in flat],
         per_level_anchors,
         image_size,
         score_threshold=score_threshold,

@@ -31,6 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssvd_jax.models.detector import create_backbone
 from ssvd_jax.models.fpn import FPN, LEVELS
 from ssvd_jax.models.heads import RetinaHead
 from ssvd_jax.models.pwcnet import PWCNet
@@ -128,14 +129,20 @@ class SSVD(nn.Module):
     def frame_features(self, images_NxHxWx3: Array) -> dict[str, dict[str, Array]]:
         """The shared body once, then each stream's FPN: {'motion'|'sample'|'single': {P3..P6}}."""
         body = self.backbone(images_NxHxWx3)
+        for level in ("C3", "C4", "C5"):
+            self.sow("intermediates", f"backbone_{level}", body[level])
         if self.variant == "single_frame":
-            return {"single": self.fpn(body)}
-        use_motion, use_sampling = variant_streams(self.variant)
-        out = {}
-        if use_motion:
-            out["motion"] = self.motion_fpn(body)
-        if use_sampling:
-            out["sample"] = self.sample_fpn(body)
+            out = {"single": self.fpn(body)}
+        else:
+            use_motion, use_sampling = variant_streams(self.variant)
+            out = {}
+            if use_motion:
+                out["motion"] = self.motion_fpn(body)
+            if use_sampling:
+                out["sample"] = self.sample_fpn(body)
+        for stream, levels in out.items():
+            for level, x in levels.items():
+                self.sow("intermediates", f"{stream}_fpn_{level}", x)
         return out
 
     # ---- per reference frame ---------------------------------------------------------------
@@ -231,3 +238,24 @@ class SSVD(nn.Module):
                 entry_feats[stream][level] = x if self.include_reference else x[:, 1:]
         aggregated = self.aggregate(reference_BxHxWx3, entries, ref_feats, entry_feats)
         return self.heads(aggregated)
+
+
+def create_ssvd(model_config: Any) -> SSVD:
+    """The SSVD model described by a `config.model` section."""
+    dtype = jnp.dtype(model_config.dtype)
+    a = model_config.anchors
+    return SSVD(
+        backbone=create_backbone(model_config.backbone, dtype),
+        variant=model_config.variant,
+        fpn_channels=model_config.fpn_channels,
+        num_classes=model_config.num_classes,
+        num_anchors=len(a.ratios) * a.scales_per_octave,
+        head_num_convs=model_config.head.num_convs,
+        head_width=model_config.head.width,
+        prior_prob=model_config.head.prior_prob,
+        sampling_version=model_config.sampling.version,
+        sampling_aggregation=model_config.sampling.aggregation,
+        deformable_groups=model_config.sampling.deformable_groups,
+        include_reference=model_config.include_reference,
+        dtype=dtype,
+    )
