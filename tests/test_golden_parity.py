@@ -8,12 +8,12 @@ and logits within |a - ref| <= 1e-4 * max|ref| + 1e-4 * |ref|; candidate sets id
 scores within 1e-5 and boxes within 5e-3 px; the final 100 fused detections likewise.
 """
 
+import golden
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import golden
 from configs import default
 from ssvd_jax import convert
 from ssvd_jax.models import detector as detector_lib
