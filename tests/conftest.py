@@ -13,11 +13,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # torch first, then anything that may import tensorflow. torch is a test requirement
 # (requirements-dev.txt): parity tests must never skip silently for want of it.
-import torch  # noqa: F401, E402
-import torchvision  # noqa: F401, E402
-
 import jax  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: F401, E402
+import torchvision  # noqa: F401, E402
 
 jax.config.update("jax_enable_x64", False)
 
