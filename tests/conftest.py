@@ -11,8 +11,8 @@ import pathlib
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# torch first, then anything that may import tensorflow. torch is a test requirement
-# (requirements-dev.txt): parity tests must never skip silently for want of it.
+# torch/torchvision before anything that may import tensorflow (test modules, input_pipeline).
+# torch is a test requirement (requirements-dev.txt): parity tests never skip for want of it.
 import jax  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: F401, E402
