@@ -37,6 +37,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d  # noqa: E402
 
 from configs import default as default_config  # noqa: E402
 from ssvd_jax.models import detector as detector_lib  # noqa: E402
+from ssvd_jax.models.params import init_variables  # noqa: E402
 
 NUM_CLASSES, NUM_ANCHORS, WIDTH = 30, 9, 256
 
@@ -92,7 +93,7 @@ def jax_model_and_fn(batch: int, size: int):
     config = default_config.get_config()
     model = detector_lib.create_single_frame_detector(config.model)
     x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, size, size, 3)), jnp.float32)
-    variables = jax.jit(model.init)(jax.random.key(0), x)
+    variables = init_variables(model, x)
     fn = jax.jit(model.apply)
     t0 = time.perf_counter()
     compiled = fn.lower(variables, x).compile()

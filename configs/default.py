@@ -2,6 +2,8 @@
 
 Run (on GPUs; the training modes arrive with the training issue):
   python main.py --config=configs/default.py --workdir=runs/default --mode=overfit
+Backbone variants of the paper's Table III: `--config=configs/default.py:r101_dcn` (DCNv1 in the
+last stage), `--config=configs/default.py:x101_32x4d` (ResNeXt-101 32x4d).
 What it gives today: `--mode=overfit` fits the full-size single-frame detector to a few generated
 images (a correctness check of the whole path at full size; needs a GPU to be quick).
 The model numbers follow the authors' release (REFERENCE_SPEC §2, §5): ResNet-101 with the stride
@@ -12,7 +14,9 @@ in the 1x1 convs and eps-free frozen BN, FPN P3-P6 with 256 channels, 2-conv hea
 import ml_collections
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    """variant: '' (ResNet-101), 'r101_dcn' (DCNv1 in the last stage) or 'x101_32x4d'
+    (ResNeXt-101 32x4d): the backbones of the paper's Table III."""
     config = ml_collections.ConfigDict()
     config.seed = 0
 
@@ -29,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
     backbone.width_per_group = 64
     backbone.stride_in_1x1 = True
     backbone.bn_eps = 0.0
+    backbone.dcn_stages = ()  # e.g. (False, False, False, True): DCNv1 in the last stage
     model.fpn_channels = 256
     head = model.head = ml_collections.ConfigDict()
     head.num_convs = 2
@@ -38,6 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
     # 'early_fusion' | 'motion_guided_sampling'.
     model.variant = "two_stream"
     model.include_reference = True  # the reference is one of the aggregated entries (release)
+    model.pwc_channel_scale = 1.0  # PWC-Net widths; < 1 only in tiny test configs
     sampling = model.sampling = ml_collections.ConfigDict()
     sampling.version = "1"  # offset predictor: '1' U-Net-like (release default), '2' multi-dilation
     sampling.aggregation = "softmax"  # per-pixel softmax weights (release) | 'mean' (paper)
@@ -86,4 +92,11 @@ def get_config() -> ml_collections.ConfigDict:
     overfit.min_iou = 0.7
     overfit.min_size_frac = 0.25
     overfit.max_size_frac = 0.5
+    if variant == "r101_dcn":
+        backbone.dcn_stages = (False, False, False, True)
+    elif variant == "x101_32x4d":
+        backbone.groups = 32
+        backbone.width_per_group = 4
+    elif variant:
+        raise ValueError(f"unknown default.py variant {variant!r}: '', 'r101_dcn', 'x101_32x4d'")
     return config

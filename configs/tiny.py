@@ -1,4 +1,5 @@
-"""Tiny single-frame detector for tests: a 4-stage ResNet with one bottleneck per stage.
+"""Tiny models for tests: a 4-stage ResNet with one bottleneck per stage, 32-channel FPN and
+heads, PWC-Net at 1/8 width; SSVD variants via --config.model.variant.
 
 Run: python main.py --config=configs/tiny.py --workdir=/tmp/tiny --mode=overfit
 What it gives: in about a minute on 2 CPU cores, the loss on 4 generated 96x96 images falls by
@@ -19,5 +20,6 @@ def get_config():
     config.model.head.width = 32
     config.data.image_size = 96
     config.model.anchors.sizes = (16, 32, 64, 128)
+    config.model.pwc_channel_scale = 0.125
     config.overfit.steps = 300
     return config

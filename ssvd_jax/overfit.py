@@ -24,6 +24,7 @@ from absl import logging
 from input_pipeline import toy_images
 from ssvd_jax import train
 from ssvd_jax.models import detector as detector_lib
+from ssvd_jax.models.params import init_variables
 from ssvd_jax.ops import boxes as box_ops
 
 
@@ -97,15 +98,13 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
     model = detector_lib.create_single_frame_detector(config.model)
     per_level_anchors = detector_lib.anchors_for(size, config.model.anchors)
     anchors = jnp.asarray(train.all_anchors(per_level_anchors))
-    variables = jax.jit(model.init)(jax.random.key(config.seed), jnp.asarray(images[:1]))
+    variables = init_variables(model, jnp.asarray(images[:1]), seed=config.seed)
     tx = optax.chain(
         optax.clip_by_global_norm(config.optimizer.grad_clip_norm), optax.adam(cfg.learning_rate)
     )
     state = train.create_train_state(model, variables, tx)
     settings = train.loss_settings_from_config(config)
-    step_fn = jax.jit(
-        lambda s, b: train.single_frame_train_step(s, b, anchors, settings), donate_argnums=0
-    )
+    step_fn = jax.jit(lambda s, b: train.train_step(s, b, anchors, settings), donate_argnums=0)
     n = cfg.batch_size
     losses = []
     t0 = time.time()
@@ -125,7 +124,8 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
         if step % 25 == 0 or step == cfg.steps - 1:
             logging.info(
                 "step %d/%d loss %.4f (cls %.4f box %.4f, %d fg) %.1fs",
-                step + 1, cfg.steps, loss, float(metrics["cls"]), float(metrics["box"]),
+                step + 1, cfg.steps, loss, float(metrics["single/cls"]),
+                float(metrics["single/box"]),
                 int(metrics["num_fg"]), time.time() - t0,
             )  # fmt: skip
 

@@ -56,24 +56,15 @@ def loss_settings_from_config(config: Any) -> LossSettings:
     )
 
 
-def stream_loss(
-    outputs: dict[str, dict[str, Array]],
+def anchor_targets(
     anchors_Ax4: Array,
     gt_boxes_BxGx4: Array,
     gt_labels_BxG: Array,
     gt_valid_BxG: Array,
     settings: LossSettings,
-    normalizer: Array | None = None,
-) -> dict[str, Array]:
-    """Focal + smooth-L1 loss of one stream's raw outputs against a batch's ground truth.
-
-    anchors_Ax4 are all levels' anchors concatenated (P3..P6, release order); gt_labels are
-    0-based class ids. Returns {'cls', 'box', 'num_fg'} (losses already normalised).
-    """
-    logits_per_level, deltas_per_level = detector_lib.flatten_outputs(outputs, settings.num_classes)
-    logits_BxAxC = jnp.concatenate(logits_per_level, axis=1).astype(jnp.float32)
-    deltas_BxAx4 = jnp.concatenate(deltas_per_level, axis=1).astype(jnp.float32)
-    targets = jax.vmap(
+) -> matching.AnchorTargets:
+    """RetinaNet targets of a batch (computed once, shared by every stream's loss)."""
+    return jax.vmap(
         functools.partial(
             matching.build_targets,
             num_classes=settings.num_classes,
@@ -85,6 +76,18 @@ def stream_loss(
         ),
         in_axes=(None, 0, 0, 0),
     )(anchors_Ax4, gt_boxes_BxGx4, gt_labels_BxG, gt_valid_BxG)
+
+
+def stream_loss(
+    outputs: dict[str, dict[str, Array]],
+    targets: matching.AnchorTargets,
+    settings: LossSettings,
+    normalizer: Array | None = None,
+) -> dict[str, Array]:
+    """Focal + smooth-L1 loss of one stream's raw outputs: {'cls', 'box', 'num_fg'}."""
+    logits_per_level, deltas_per_level = detector_lib.flatten_outputs(outputs, settings.num_classes)
+    logits_BxAxC = jnp.concatenate(logits_per_level, axis=1).astype(jnp.float32)
+    deltas_BxAx4 = jnp.concatenate(deltas_per_level, axis=1).astype(jnp.float32)
     return losses.retinanet_loss(
         logits_BxAxC,
         deltas_BxAx4,
@@ -97,6 +100,28 @@ def stream_loss(
         beta=settings.smooth_l1_beta,
         normalizer=normalizer,
     )
+
+
+def detection_loss(
+    outputs_by_stream: dict[str, dict[str, dict[str, Array]]],
+    anchors_Ax4: Array,
+    gt_boxes_BxGx4: Array,
+    gt_labels_BxG: Array,
+    gt_valid_BxG: Array,
+    settings: LossSettings,
+    normalizer: Array | None = None,
+) -> tuple[Array, dict[str, Array]]:
+    """Eq. 4: the sum over streams of focal + smooth-L1 losses against the reference frame's
+    boxes. Returns (total, {'<stream>/cls', '<stream>/box', 'num_fg'})."""
+    targets = anchor_targets(anchors_Ax4, gt_boxes_BxGx4, gt_labels_BxG, gt_valid_BxG, settings)
+    total = jnp.zeros((), jnp.float32)
+    terms: dict[str, Array] = {}
+    for stream, outputs in outputs_by_stream.items():
+        t = stream_loss(outputs, targets, settings, normalizer)
+        terms[f"{stream}/cls"], terms[f"{stream}/box"] = t["cls"], t["box"]
+        terms["num_fg"] = t["num_fg"]
+        total = total + t["cls"] + t["box"]
+    return total, terms
 
 
 @flax.struct.dataclass
@@ -121,27 +146,39 @@ def create_train_state(model, variables: dict[str, Any], tx: optax.GradientTrans
     )
 
 
-def single_frame_train_step(
+def batch_loss(
+    params: Any,
+    batch_stats: Any,
+    apply_fn: Any,
+    batch: dict[str, Array],
+    anchors_Ax4: Array,
+    settings: LossSettings,
+) -> tuple[Array, dict[str, Array]]:
+    """Eq. 4 on a batch, for the single-frame detector or SSVD.
+
+    batch: 'images' [B,H,W,3] normalised reference frames, 'supports' [B,S,H,W,3] (SSVD only),
+    'boxes' [B,G,4], 'labels' [B,G] (0-based), 'valid' [B,G].
+    """
+    variables = {"params": params, "batch_stats": batch_stats}
+    if "supports" in batch:
+        outputs = apply_fn(variables, batch["images"], batch["supports"])
+    else:
+        outputs = {"single": apply_fn(variables, batch["images"])}
+    return detection_loss(
+        outputs, anchors_Ax4, batch["boxes"], batch["labels"], batch["valid"], settings
+    )
+
+
+def train_step(
     state: TrainState,
     batch: dict[str, Array],
     anchors_Ax4: Array,
     settings: LossSettings,
 ) -> tuple[TrainState, dict[str, Array]]:
-    """One optimizer step of the single-frame detector on one device.
-
-    batch: 'images' [B,H,W,3] normalised, 'boxes' [B,G,4], 'labels' [B,G], 'valid' [B,G].
-    """
-
-    def loss_fn(params):
-        outputs = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats}, batch["images"]
-        )
-        terms = stream_loss(
-            outputs, anchors_Ax4, batch["boxes"], batch["labels"], batch["valid"], settings
-        )
-        return terms["cls"] + terms["box"], terms
-
-    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    """One optimizer step on one device (the pmap-ed step builds on `batch_loss` too)."""
+    (loss, terms), grads = jax.value_and_grad(batch_loss, has_aux=True)(
+        state.params, state.batch_stats, state.apply_fn, batch, anchors_Ax4, settings
+    )
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(terms, loss=loss, grad_norm=optax.global_norm(grads))

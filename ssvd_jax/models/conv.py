@@ -117,6 +117,17 @@ class Conv(nn.Module):
         return y
 
 
+class KernelParam(nn.Module):
+    """A bare conv kernel (HWIO) parameter: the release's raw `nn.Parameter` weights."""
+
+    shape: tuple[int, ...]
+    kernel_init: Callable = kaiming_fan_out
+
+    @nn.compact
+    def __call__(self) -> Array:
+        return self.param("kernel", self.kernel_init, self.shape)
+
+
 def conv_bn(parent_conv: Conv, parent_bn: FrozenBatchNorm, x: Array, relu: bool = True) -> Array:
     """Apply `parent_conv` with `parent_bn` folded in, then optionally ReLU."""
     scale, shift = parent_bn.scale_shift()

@@ -64,6 +64,7 @@ def create_backbone(backbone_config: Any, dtype: Any = jnp.float32, name: str = 
         width_per_group=backbone_config.width_per_group,
         stride_in_1x1=backbone_config.stride_in_1x1,
         bn_eps=backbone_config.bn_eps,
+        dcn_stages=tuple(backbone_config.dcn_stages),
         dtype=dtype,
         name=name,
     )

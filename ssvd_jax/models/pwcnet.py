@@ -78,9 +78,14 @@ def crop_to(x_NxHxWxC: Array, height: int, width: int) -> Array:
     return x_NxHxWxC[:, dh:, dw:]
 
 
+def scaled(channels: int, scale: float) -> int:
+    return max(2, round(channels * scale))
+
+
 class Extractor(nn.Module):
     """Six 3-conv modules (first conv stride 2, LeakyReLU 0.1 after each): levels 1..6."""
 
+    channel_scale: float = 1.0
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -88,11 +93,11 @@ class Extractor(nn.Module):
         pyramid = []
         x = x_NxHxWx3
         for name, channels in zip(LEVEL_NAMES, EXTRACTOR_CHANNELS, strict=True):
+            width = scaled(channels, self.channel_scale)
             for i, stride in ((0, 2), (2, 1), (4, 1)):
-                x = leaky_relu(
-                    Conv(channels, 3, stride, 1, dtype=self.dtype, kernel_init=pwc_kernel_init,
-                         name=f"module{name}_{i}")(x)
-                )  # fmt: skip
+                conv = Conv(width, 3, stride, 1, dtype=self.dtype, kernel_init=pwc_kernel_init,
+                            name=f"module{name}_{i}")  # fmt: skip
+                x = leaky_relu(conv(x))
             pyramid.append(x)
         return pyramid
 
@@ -101,6 +106,7 @@ class Decoder(nn.Module):
     """One PWC-Net decoder level: cost volume, dense convs (newest first), flow prediction."""
 
     level: int
+    channel_scale: float = 1.0
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -120,10 +126,10 @@ class Decoder(nn.Module):
             corr = leaky_relu(correlation.cost_volume(f1, warped, 4))
             feat = jnp.concatenate([corr, f1, flow_up, feat_up], axis=-1)
         for name, channels in zip(LEVEL_NAMES[:5], DENSE_CHANNELS, strict=True):
-            new = leaky_relu(
-                Conv(channels, 3, 1, 1, dtype=self.dtype, kernel_init=pwc_kernel_init,
-                     name=f"module{name}_0")(feat)
-            )  # fmt: skip
+            width = scaled(channels, self.channel_scale)
+            conv = Conv(width, 3, 1, 1, dtype=self.dtype, kernel_init=pwc_kernel_init,
+                        name=f"module{name}_0")  # fmt: skip
+            new = leaky_relu(conv(feat))
             feat = jnp.concatenate([new, feat], axis=-1)
         flow = Conv(2, 3, 1, 1, dtype=self.dtype, kernel_init=pwc_kernel_init, name="moduleSix_0")(
             feat
@@ -138,15 +144,17 @@ class PWCNet(nn.Module):
     an inference engine can extract each frame's pyramid once and reuse it for every pair.
     """
 
+    channel_scale: float = 1.0  # < 1 only for tiny test models; the release is 1.0
     dtype: Any = jnp.float32
 
     def setup(self) -> None:
-        self.moduleExtractor = Extractor(self.dtype)
-        self.moduleSix = Decoder(6, self.dtype)
-        self.moduleFiv = Decoder(5, self.dtype)
-        self.moduleFou = Decoder(4, self.dtype)
-        self.moduleThr = Decoder(3, self.dtype)
-        self.moduleTwo = Decoder(2, self.dtype)
+        cs, dt = self.channel_scale, self.dtype
+        self.moduleExtractor = Extractor(cs, dt)
+        self.moduleSix = Decoder(6, cs, dt)
+        self.moduleFiv = Decoder(5, cs, dt)
+        self.moduleFou = Decoder(4, cs, dt)
+        self.moduleThr = Decoder(3, cs, dt)
+        self.moduleTwo = Decoder(2, cs, dt)
 
     def extract(self, images_NxHxWx3: Array) -> list[Array]:
         """The release's input (normalised image / 255), 2x2 average-pooled, through the

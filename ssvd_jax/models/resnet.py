@@ -14,7 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssvd_jax.models.conv import Conv, FrozenBatchNorm, conv_bn, max_pool_3x3_s2
+from ssvd_jax.models.conv import Conv, FrozenBatchNorm, KernelParam, conv_bn, max_pool_3x3_s2
+from ssvd_jax.ops import deform
 
 Array = jax.Array
 
@@ -71,6 +72,8 @@ class Bottleneck(nn.Module):
     width_per_group: int = 64
     stride_in_1x1: bool = True
     bn_eps: float = 0.0
+    dcn: bool = False
+    deformable_groups: int = 1
     dtype: Any = jnp.float32
     expansion = 4
 
@@ -85,11 +88,14 @@ class Bottleneck(nn.Module):
             FrozenBatchNorm(width, self.bn_eps, name="bn1"),
             x,
         )
-        y = conv_bn(
-            Conv(width, 3, s3, 1, groups=self.groups, name="conv2", **kw),
-            FrozenBatchNorm(width, self.bn_eps, name="bn2"),
-            y,
-        )
+        if self.dcn:
+            y = self._deformable_conv2(y, width, s3)
+        else:
+            y = conv_bn(
+                Conv(width, 3, s3, 1, groups=self.groups, name="conv2", **kw),
+                FrozenBatchNorm(width, self.bn_eps, name="bn2"),
+                y,
+            )
         y = conv_bn(
             Conv(out, 1, 1, 0, name="conv3", **kw),
             FrozenBatchNorm(out, self.bn_eps, name="bn3"),
@@ -106,6 +112,27 @@ class Bottleneck(nn.Module):
             )
         return nn.relu(y + shortcut.astype(y.dtype))
 
+    def _deformable_conv2(self, y: Array, width: int, stride: int) -> Array:
+        """DCNv1 3x3 (Dai et al.), the Table III "R-101 (DCN)" backbone's last-stage conv2.
+
+        A zero-initialised 3x3 conv predicts the offsets (so training starts from the regular
+        grid); the sampling is the gather-based `deform_conv2d`, then frozen BN and ReLU.
+        """
+        if self.groups != 1:
+            raise ValueError("deformable conv2 is implemented for groups=1 bodies")
+        offsets = Conv(
+            2 * 9 * self.deformable_groups, 3, stride, 1, dtype=self.dtype,
+            kernel_init=nn.initializers.zeros, name="conv2_offset",
+        )(y)  # fmt: skip
+        kernel = KernelParam((3, 3, y.shape[-1], width), name="conv2")()
+        scale, shift = FrozenBatchNorm(width, self.bn_eps, name="bn2").scale_shift()
+        sampled = deform.deform_conv2d(
+            y.astype(self.dtype), offsets.astype(self.dtype),
+            (kernel * scale).astype(self.dtype),
+            deformable_groups=self.deformable_groups, stride=stride, padding=1,
+        )  # fmt: skip
+        return nn.relu(sampled + shift.astype(self.dtype))
+
 
 class ResNet(nn.Module):
     """ResNet body returning {'C2': stride 4, 'C3': 8, 'C4': 16, 'C5': 32} feature maps.
@@ -119,6 +146,8 @@ class ResNet(nn.Module):
         32, 4 = ResNeXt-101 32x4d).
       stride_in_1x1: stage stride in the first 1x1 conv (release) instead of the 3x3 (torchvision).
       bn_eps: frozen BN epsilon; the release's FrozenBatchNorm2d has none.
+      dcn_stages: per stage, whether the bottlenecks' 3x3 conv is deformable (DCNv1); the
+        paper's Table III "ResNet-101 (DCN)" uses (False, False, False, True).
     """
 
     stage_sizes: tuple[int, ...] = (3, 4, 23, 3)
@@ -129,6 +158,7 @@ class ResNet(nn.Module):
     width_per_group: int = 64
     stride_in_1x1: bool = True
     bn_eps: float = 0.0
+    dcn_stages: tuple[bool, ...] = ()
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -153,10 +183,13 @@ class ResNet(nn.Module):
                         width_per_group=self.width_per_group,
                         stride_in_1x1=self.stride_in_1x1,
                         bn_eps=self.bn_eps,
+                        dcn=bool(self.dcn_stages) and bool(self.dcn_stages[stage]),
                         dtype=self.dtype,
                         name=name,
                     )(x)
                 elif self.block == "basic":
+                    if self.dcn_stages and any(self.dcn_stages):
+                        raise ValueError("deformable stages need bottleneck blocks")
                     x = BasicBlock(planes, stride, bn_eps=self.bn_eps, dtype=self.dtype, name=name)(
                         x
                     )

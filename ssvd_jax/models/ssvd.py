@@ -90,6 +90,7 @@ class SSVD(nn.Module):
     sampling_aggregation: str = "softmax"
     deformable_groups: int = 4
     include_reference: bool = True
+    pwc_channel_scale: float = 1.0
     dtype: Any = jnp.float32
 
     def setup(self) -> None:
@@ -111,7 +112,7 @@ class SSVD(nn.Module):
             return
         if use_motion:
             self.motion_fpn = FPN(self.fpn_channels, self.dtype)
-            self.flownet = PWCNet(self.dtype)
+            self.flownet = PWCNet(self.pwc_channel_scale, self.dtype)
         if use_sampling:
             self.sample_fpn = FPN(self.fpn_channels, self.dtype)
             self.sample_block = SamplingBlock(
@@ -257,5 +258,6 @@ def create_ssvd(model_config: Any) -> SSVD:
         sampling_aggregation=model_config.sampling.aggregation,
         deformable_groups=model_config.sampling.deformable_groups,
         include_reference=model_config.include_reference,
+        pwc_channel_scale=model_config.pwc_channel_scale,
         dtype=dtype,
     )

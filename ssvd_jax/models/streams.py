@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssvd_jax.models.conv import Conv, conv2d
+from ssvd_jax.models.conv import Conv, KernelParam, conv2d
 from ssvd_jax.ops import deform, sampling
 
 Array = jax.Array
@@ -42,16 +42,6 @@ def motion_aggregate(entries_BxExHxWxC: Array, flows_BxExHxWx2: Array) -> tuple[
     b = entries_BxExHxWxC.shape[0]
     warped = _split(sampling.warp(_merge(entries_BxExHxWxC), _merge(flows_BxExHxWx2)), b)
     return jnp.mean(warped, axis=1), warped
-
-
-class KernelParam(nn.Module):
-    """A bare conv kernel (HWIO) parameter: the release's raw `nn.Parameter` weights."""
-
-    shape: tuple[int, ...]
-
-    @nn.compact
-    def __call__(self) -> Array:
-        return self.param("kernel", nn.initializers.normal(0.01), self.shape)
 
 
 def _crop(x: Array, height: int, width: int) -> Array:
@@ -89,10 +79,20 @@ class SamplingBlock(nn.Module):
         else:
             raise ValueError(f"sampling stream version must be '1' or '2', got {self.version!r}")
         self.offset_lateral = Conv(c, 3, 1, 1, dtype=self.dtype)
-        # Zero-initialised, as DCN offset branches are: training starts from a regular 3x3
-        # sampling grid and uniform aggregation weights.
+        # Near-zero offsets at the start (a regular 3x3 grid), as DCN offset branches are
+        # initialised; but not an exactly-zero kernel, which would block every gradient to the
+        # predictor's earlier convs. The weight logit's bias starts positive: at logit 0 the
+        # ReLU's gradient is 0 and the aggregation weights could never start learning.
         self.offset_pred = Conv(
-            NUM_OFFSET_CHANNELS + 1, 3, 1, 1, dtype=self.dtype, kernel_init=nn.initializers.zeros
+            NUM_OFFSET_CHANNELS + 1,
+            3,
+            1,
+            1,
+            dtype=self.dtype,
+            kernel_init=nn.initializers.normal(1e-3),
+            bias_init=lambda key, shape, dtype=jnp.float32: (
+                jnp.zeros(shape, dtype).at[NUM_OFFSET_CHANNELS].set(1.0)
+            ),
         )
         self.sample_conv = KernelParam((3, 3, c, c))
 
