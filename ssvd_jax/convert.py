@@ -346,3 +346,29 @@ def pwcnet_from_torch(state_dict: Mapping[str, Any], template: Mapping[str, Any]
         is_transposed=_is_conv_transpose,
     )
     return variables
+
+
+def to_torch_state_dict(
+    variables: Mapping[str, Any],
+    torch_name: TorchNameFn,
+    *,
+    is_transposed: Callable[[tuple[str, ...]], bool] = lambda path: False,
+) -> dict[str, np.ndarray]:
+    """The inverse of `convert`: Flax variables -> PyTorch names and layouts (for exporting
+    weights, and for round-trip tests of the naming)."""
+    out = {}
+    for collection, tree in variables.items():
+        for path, leaf in traverse_util.flatten_dict(dict(tree)).items():
+            value = np.asarray(leaf)
+            if path[-1] == "kernel":
+                if is_transposed(path):  # HWIO of the flipped correlation -> (I, O, kh, kw)
+                    value = np.transpose(value, (2, 3, 0, 1))[:, :, ::-1, ::-1]
+                else:
+                    value = np.transpose(value, (3, 2, 0, 1))
+            out[torch_name(collection, path)] = np.ascontiguousarray(value)
+    return out
+
+
+def ssvd_to_torch_state_dict(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """SSVD variables -> a state_dict with the release's names (no anchor buffers)."""
+    return to_torch_state_dict(variables, ssvd_torch_name, is_transposed=_is_conv_transpose)
