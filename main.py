@@ -20,9 +20,17 @@ flags.DEFINE_string("workdir", "runs/synthetic", "Directory for outputs and chec
 flags.DEFINE_enum(
     "mode",
     "overfit",
-    ["overfit"],
+    ["overfit", "convert"],
     "overfit: fit the single-frame detector to a few generated images and report how well its "
-    "detections recover the boxes.",
+    "detections recover the boxes. convert: turn a PyTorch checkpoint (--checkpoint) into an "
+    "orbax checkpoint under <workdir>/checkpoints.",
+)
+flags.DEFINE_string("checkpoint", None, "convert: the .pth or .npz file to convert.")
+flags.DEFINE_enum(
+    "checkpoint_kind",
+    "ssvd",
+    ["ssvd", "pwcnet", "resnet"],
+    "convert: the authors' SSVD release, a PWC-Net-only checkpoint, or a torchvision ResNet.",
 )
 
 
@@ -37,6 +45,18 @@ def main(argv):
         result = overfit.run(FLAGS.config, FLAGS.workdir)
         if not result["passed"]:
             raise SystemExit(1)
+    elif FLAGS.mode == "convert":
+        from ssvd_jax import convert
+
+        if not FLAGS.checkpoint:
+            raise app.UsageError("--mode=convert needs --checkpoint=FILE (.pth or .npz)")
+        try:
+            folder = convert.run(
+                FLAGS.config, FLAGS.workdir, FLAGS.checkpoint, FLAGS.checkpoint_kind
+            )
+        except convert.ConversionError as e:
+            raise SystemExit(f"convert failed: {e}") from None
+        print(f"wrote {FLAGS.checkpoint_kind} variables to {folder}")
 
 
 if __name__ == "__main__":

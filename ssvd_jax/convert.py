@@ -14,12 +14,21 @@ HWIO; 1-D arrays unchanged).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
+
+from ssvd_jax.checkpoint import Checkpointer
+from ssvd_jax.models import detector as detector_lib
+from ssvd_jax.models import pwcnet as pwcnet_lib
+from ssvd_jax.models import ssvd as ssvd_lib
+from ssvd_jax.ops import anchors as anchors_lib
 
 TorchNameFn = Callable[[str, tuple[str, ...]], str]
 
@@ -372,3 +381,80 @@ def to_torch_state_dict(
 def ssvd_to_torch_state_dict(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """SSVD variables -> a state_dict with the release's names (no anchor buffers)."""
     return to_torch_state_dict(variables, ssvd_torch_name, is_transposed=_is_conv_transpose)
+
+
+# ---- the `main.py --mode=convert` job -------------------------------------------------------
+
+CONVERT_KINDS = ("ssvd", "pwcnet", "resnet")
+
+
+def load_state_dict_file(path: str) -> dict[str, np.ndarray]:
+    """A `.pth` (torch.save) or `.npz` (numpy arrays keyed by PyTorch names) file."""
+    if not os.path.isfile(path):
+        raise ConversionError(f"{path}: no such file")
+    if path.endswith(".npz"):
+        try:
+            with np.load(path) as f:
+                return {k.removeprefix("module."): f[k] for k in f.files}
+        except Exception as e:
+            raise ConversionError(f"{path}: not a readable .npz file ({e})") from e
+    return load_torch_file(path)
+
+
+def convert_file(path: str, kind: str, config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Convert a PyTorch checkpoint file into Flax variables for `config`'s model.
+
+    kind 'ssvd': the authors' release (any PWC-Net prefix, `module.` stripped, anchor buffers
+    checked against the config's anchors); 'pwcnet': a PWC-Net-only checkpoint (sniklaus names;
+    refiner ignored) -> the `flownet` subtree; 'resnet': a torchvision ImageNet ResNet -> the
+    `backbone` subtree (classifier ignored). Returns (variables, meta).
+    """
+    if kind not in CONVERT_KINDS:
+        raise ConversionError(f"unknown checkpoint kind {kind!r}; choose one of {CONVERT_KINDS}")
+    sd = load_state_dict_file(path)
+    size = config.data.image_size
+    image = jax_shape((1, size, size, 3))
+    try:
+        if kind == "ssvd":
+            model = ssvd_lib.create_ssvd(config.model)
+            template = _eval_init(model, image, jax_shape((1, 2, size, size, 3)))
+            a = config.model.anchors
+            cells = [
+                anchors_lib.cell_anchors(s, z, tuple(a.ratios), a.scales_per_octave)
+                for s, z in zip(a.strides, a.sizes, strict=True)
+            ]
+            variables = ssvd_from_torch(sd, template, cells)
+        elif kind == "pwcnet":
+            net = pwcnet_lib.PWCNet(config.model.pwc_channel_scale)
+            variables = pwcnet_from_torch(sd, _eval_init(net, image, image))
+        else:
+            body = detector_lib.create_backbone(config.model.backbone)
+            variables = resnet_from_torch(sd, _eval_init(body, image), style="torchvision")
+    except ConversionError as e:
+        raise ConversionError(f"{path}: {e}") from e
+    meta = {
+        "kind": kind,
+        "source": os.path.abspath(path),
+        "model": config.model.to_dict(),
+        "image_size": size,
+    }
+    return variables, meta
+
+
+def jax_shape(shape: tuple[int, ...]) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
+def _eval_init(model: Any, *inputs: Any) -> Any:
+    return jax.eval_shape(model.init, jax.random.key(0), *inputs)
+
+
+def run(config: Any, workdir: str, checkpoint_path: str, kind: str) -> str:
+    """Convert `checkpoint_path` and write it as an orbax checkpoint (step 0) under
+    `<workdir>/checkpoints`; returns that folder."""
+    variables, meta = convert_file(checkpoint_path, kind, config)
+    folder = os.path.join(workdir, "checkpoints")
+    ckpt = Checkpointer(folder, max_to_keep=None, async_save=False)
+    ckpt.save(0, variables, meta, force=True)
+    ckpt.close()
+    return folder
