@@ -114,3 +114,25 @@ def test_inference_with_any_number_of_supports():
         logits = out["sample"]["cls_logits"]["P3"]
         assert logits.shape == (1, SIZE // 8, SIZE // 8, 9 * 30)
         assert np.all(np.isfinite(np.asarray(logits)))
+
+
+def test_sampling_v2_and_mean_aggregation_train():
+    """The release's second offset predictor (multi-dilation convs on the entry) and the
+    paper's plain-mean aggregation are real code paths too."""
+    config = _config("sampling")
+    config.model.sampling.version = "2"
+    config.model.sampling.aggregation = "mean"
+    model = ssvd_lib.create_ssvd(config.model)
+    batch = _batch(np.random.default_rng())
+    variables = init_variables(model, batch["images"], batch["supports"])
+    block = variables["params"]["sample_block"]
+    assert {"sup_conv_d1", "sup_conv_d2", "sup_conv_d3"} <= set(block)
+    assert "off_conv1" not in block
+    anchors = jnp.asarray(train.all_anchors(detector_lib.anchors_for(SIZE, config.model.anchors)))
+    settings = train.loss_settings_from_config(config)
+    (loss, _), grads = jax.jit(
+        jax.value_and_grad(train.batch_loss, has_aux=True), static_argnums=(2, 5)
+    )(variables["params"], variables["batch_stats"], model.apply, batch, anchors, settings)
+    assert np.isfinite(float(loss))
+    for name in ("sup_conv_d1", "sup_conv_d2", "sup_conv_d3", "offset_pred"):
+        assert float(optax.global_norm(grads["sample_block"][name])) > 0, name

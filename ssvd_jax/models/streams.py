@@ -129,9 +129,11 @@ class SamplingBlock(nn.Module):
 
     def sample(self, entry_NxHxWxC: Array, offsets_NxHxWx72: Array) -> Array:
         """The deformable 3x3 conv (4 offset groups, no bias) on the entries' features."""
+        # Offsets stay float32 whatever the compute dtype: sample positions are computed in the
+        # offsets' dtype, and bfloat16 would round a position near 50 px to 0.25 px.
         return deform.deform_conv2d(
             entry_NxHxWxC.astype(self.dtype),
-            offsets_NxHxWx72.astype(self.dtype),
+            offsets_NxHxWx72.astype(jnp.float32),
             self.sample_conv().astype(self.dtype),
             deformable_groups=self.deformable_groups,
         )
