@@ -1,0 +1,292 @@
+"""Score a devkit detections file against an ILSVRC VID annotation folder, without any model.
+
+`score_detections` is what `main.py --mode=score` calls. It reads the ground truth of every frame
+of the evaluation list, in list order, which defines the global 1-based frame ids of the result
+file (REFERENCE_SPEC §9):
+
+* `frame_list` given: that file. Lines `<frame path> <global id> ...` (FGFA's VID_val_frames.txt,
+  SSVD's VID_val_all.txt, the devkit's val.txt) use column 2 as the id; 4-column lines
+  `<snippet> <first id> <start> <num frames>` (VID_val_videos.txt) expand to frames
+  `%06d` from start, ids from the first id on (FGFA's generator does the same). A relative name
+  that is not a file is looked up under `<data_root>/ImageSets{,/VID,/DET}`.
+* otherwise: `input_pipeline.ilsvrc.list_vid_videos(root, split)`, the order our TFDS builder and
+  inference use (list files under ImageSets/ when present, else the sorted folders), with ids
+  1..N. When Data/VID/<split> is absent (annotations only): the val list files under ImageSets/
+  as above, else the sorted folders of Annotations/VID/<split>.
+
+Motion IoUs (VID_PROTOCOL §2) are computed over the listed frames of each video, which is the
+protocol's definition whenever every frame is listed, as in all the official lists.
+A listed frame without an XML file has no ground truth (its detections are FPs); FGFA would stop
+there, we count it. An object whose WordNet id is not a VID class stops the run with the file
+named: FGFA's class lookup fails on it too, and the VID release has none.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from input_pipeline import classes, ilsvrc
+from ssvd_jax.evaluation import motion, results, vid_ap
+from ssvd_jax.evaluation import seq_nms as seq_nms_lib
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike
+
+_SPLITS = ("train", "val", "test")
+
+
+def _with_split(split: str, name: str) -> str:
+    # The devkit's val.txt omits the split prefix that FGFA's lists carry; a path that names a
+    # split already is taken as it stands.
+    return name if name.split("/", 1)[0] in _SPLITS else f"{split}/{name}"
+
+
+def _resolve_list(path: PathLike, root: pathlib.Path) -> pathlib.Path:
+    """The list file as given, else a file of that name under root/ImageSets{,/VID,/DET}."""
+    path = pathlib.Path(path)
+    if path.is_file():
+        return path
+    found = None if path.is_absolute() else ilsvrc.find_list_file(root, path.name)
+    if found is None:
+        raise ilsvrc.IlsvrcFormatError(f"{path}: frame list not found (nor under {root}/ImageSets)")
+    return found
+
+
+def _videos_from_list(
+    path: PathLike, split: str, root: pathlib.Path
+) -> list[tuple[ilsvrc.Video, np.ndarray]]:
+    path = _resolve_list(path, root)
+    first = next((ln.split() for ln in path.read_text().splitlines() if ln.strip()), None)
+    if first is None:
+        raise ilsvrc.IlsvrcFormatError(f"{path}: frame list is empty")
+    out = []
+    if len(first) == 4:  # VID_val_videos.txt
+        for video, first_id, start, num in ilsvrc.read_vid_val_videos(path):
+            stems = tuple(f"{start + k:06d}" for k in range(num))
+            ids = np.arange(first_id, first_id + num, dtype=np.int64)
+            out.append((ilsvrc.Video(_with_split(split, video), stems), ids))
+        return out
+    grouped: dict[str, tuple[list[str], list[int]]] = {}
+    for frame_path, frame_id in ilsvrc.read_vid_val_frames(path):
+        video, stem = _with_split(split, frame_path).rsplit("/", 1)
+        stems, ids = grouped.setdefault(video, ([], []))
+        stems.append(stem)
+        ids.append(frame_id)
+    for video, (stems, ids) in grouped.items():
+        out.append((ilsvrc.Video(video, tuple(stems)), np.asarray(ids, np.int64)))
+    all_ids = np.concatenate([ids for _, ids in out])
+    unique, count = np.unique(all_ids, return_counts=True)
+    if np.any(count > 1):
+        raise ilsvrc.IlsvrcFormatError(f"{path}: frame id {unique[count > 1][0]} listed twice")
+    return out
+
+
+def _videos_from_annotations(root: pathlib.Path, split: str) -> list[ilsvrc.Video]:
+    base = root / "Annotations" / "VID"
+    videos = []
+    for dirpath, _, filenames in sorted(os.walk(base / split)):
+        stems = sorted(f[: -len(".xml")] for f in filenames if f.endswith(".xml"))
+        if stems:
+            videos.append(
+                ilsvrc.Video(pathlib.Path(dirpath).relative_to(base).as_posix(), tuple(stems))
+            )
+    videos.sort(key=lambda v: v.video_id)
+    return videos
+
+
+def evaluation_videos(
+    data_root: PathLike, split: str = "val", frame_list: PathLike | None = None
+) -> list[tuple[ilsvrc.Video, np.ndarray]]:
+    """The evaluated videos in list order, each with its frames' global 1-based ids."""
+    root = pathlib.Path(data_root)
+    if frame_list is not None:
+        return _videos_from_list(frame_list, split, root)
+    if (root / "Data" / "VID" / split).is_dir():
+        videos = ilsvrc.list_vid_videos(root, split, use_lists=True)
+    else:
+        # Annotations only: the official lists still define the order when present.
+        names = (*ilsvrc.VID_VAL_FRAMES_LISTS, ilsvrc.VID_VAL_VIDEOS_LIST) if split == "val" else ()
+        lst = ilsvrc.find_list_file(root, *names) if names else None
+        if lst is not None:
+            return _videos_from_list(lst, split, root)
+        videos = _videos_from_annotations(root, split)
+    out, next_id = [], 1
+    for video in videos:
+        out.append((video, np.arange(next_id, next_id + video.num_frames, dtype=np.int64)))
+        next_id += video.num_frames
+    return out
+
+
+def load_ground_truth(
+    data_root: PathLike,
+    split: str = "val",
+    frame_list: PathLike | None = None,
+    counts: collections.Counter | None = None,
+) -> vid_ap.GroundTruth:
+    """Ground truth of every listed frame, with FGFA motion IoUs and video boundaries.
+
+    `counts` receives videos, frames, frames_without_xml, frames_without_gt, gt_boxes and
+    gt_generated.
+    """
+    root = pathlib.Path(data_root)
+    counts = counts if counts is not None else collections.Counter()
+    videos = evaluation_videos(root, split, frame_list)
+    if not videos:
+        raise ilsvrc.IlsvrcFormatError(
+            f"{root}: no VID {split} frames found (Data/VID/{split} or Annotations/VID/{split})"
+        )
+    frame_ids, video_starts = [], []
+    rows, labels, boxes, motions = [], [], [], []
+    generated = 0
+    row = 0
+    for video, ids in videos:
+        video_starts.append(row)
+        frame_ids.append(ids)
+        anns = ilsvrc.read_video_annotations(root, video, counts)
+        per_frame = []
+        for t, ann in enumerate(anns):
+            objs = ann.objects if ann is not None else ()
+            for obj in objs:
+                if obj.label is None:
+                    raise ilsvrc.IlsvrcFormatError(
+                        f"{video.annotation_path(root, t)}: object {obj.wnid!r} is not one of "
+                        "the 30 VID classes"
+                    )
+            per_frame.append([(o.track_id, o.box) for o in objs])
+            rows.extend([row + t] * len(objs))
+            labels.extend(o.label for o in objs)
+            boxes.extend(o.box for o in objs)
+            generated += sum(o.generated for o in objs)
+        motions.extend(motion.video_motion_iou(per_frame))
+        row += video.num_frames
+    gt = vid_ap.GroundTruth(
+        frame_ids=np.concatenate(frame_ids),
+        frame=np.asarray(rows, np.int64),
+        label=np.asarray(labels, np.int64),
+        boxes=np.asarray(boxes, np.float64).reshape(-1, 4),
+        motion_iou=np.concatenate(motions) if motions else np.zeros(0),
+        video_starts=np.asarray(video_starts, np.int64),
+    )
+    counts["videos"] += len(videos)
+    counts["frames_without_xml"] += 0  # always reported, 0 included
+    counts["frames"] += gt.num_frames
+    counts["frames_without_gt"] += int(np.sum(gt.boxes_per_frame() == 0))
+    counts["gt_boxes"] += len(gt)
+    counts["gt_generated"] += generated
+    return gt
+
+
+def _per_class(values: np.ndarray) -> dict[str, float]:
+    return {name: float(v) for name, v in zip(classes.CLASS_NAMES, values, strict=True)}
+
+
+def evaluate(
+    gt: vid_ap.GroundTruth, dets: vid_ap.Detections, counts: collections.Counter | None = None
+) -> dict[str, Any]:
+    """The summary dict of `score_detections` for in-memory ground truth and detections."""
+    counts = counts if counts is not None else collections.Counter()
+    matching = vid_ap.match_detections(gt, dets)
+    overall = vid_ap.evaluate_vid(gt, dets, matching)
+    speed = motion.evaluate_motion(gt, dets, motion.SPEED_BUCKETS, matching)
+    counts["detections"] += len(dets)
+    counts["detections_scored"] += overall.num_detections
+    counts["detections_off_list"] += overall.num_dropped
+    counts["true_positives"] += overall.num_tp
+    for name in motion.SPEED_BUCKETS:
+        counts[f"gt_{name}"] += int(speed.npos[name].sum())
+    summary: dict[str, Any] = {
+        "mAP": overall.mAP,
+        "AP": _per_class(overall.ap),
+        **{f"mAP_{b}": speed.mAP[b] for b in motion.SPEED_BUCKETS},
+        **{f"AP_{b}": _per_class(speed.ap[b]) for b in motion.SPEED_BUCKETS},
+        "num_gt": {k: int(v) for k, v in _per_class(overall.npos).items()},
+        **{
+            f"num_gt_{b}": {k: int(v) for k, v in _per_class(speed.npos[b]).items()}
+            for b in motion.SPEED_BUCKETS
+        },
+        "counts": dict(sorted(counts.items())),
+    }
+    return summary
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """Per-class AP table (overall and per speed) with class names, then the means."""
+
+    def cell(v: float | None) -> str:
+        return "     -" if v is None or v != v else f"{v:6.4f}"
+
+    head = f"{'class':<14}{'AP':>8}{'slow':>8}{'medium':>8}{'fast':>8}{'#GT':>9}"
+    lines = [head, "-" * len(head)]
+    for name in classes.CLASS_NAMES:
+        lines.append(
+            f"{name:<14}  {cell(summary['AP'][name])}"
+            + "".join(f"  {cell(summary[f'AP_{b}'][name])}" for b in motion.SPEED_BUCKETS)
+            + f"{summary['num_gt'][name]:>9d}"
+        )
+    lines.append("-" * len(head))
+    lines.append(
+        f"{'mAP':<14}  {cell(summary['mAP'])}"
+        + "".join(f"  {cell(summary[f'mAP_{b}'])}" for b in motion.SPEED_BUCKETS)
+        + f"{sum(summary['num_gt'].values()):>9d}"
+    )
+    return "\n".join(lines)
+
+
+def score_detections(
+    detections_path: PathLike,
+    data_root: PathLike,
+    split: str = "val",
+    frame_list: PathLike | None = None,
+    out_json: PathLike | None = None,
+    seq_nms: bool = False,
+) -> dict[str, Any]:
+    """Score a devkit detections file (VID_PROTOCOL §1, §2); print a table, optionally write JSON.
+
+    detections_path: `frame_id class_id score x1 y1 x2 y2` lines (results.read_detections).
+    data_root: the ILSVRC2015 folder holding Annotations/VID/<split> (and Data/, ImageSets/).
+    split: 'val' for the benchmark; 'train' works the same (e.g. the mini fixture).
+    frame_list: optional list file defining frames and ids (module docstring).
+    out_json: where to write the summary (keys mAP, AP, mAP_slow, mAP_medium, mAP_fast, the
+      per-bucket AP_* and num_gt* tables, counts); atomic.
+    seq_nms: apply FGFA's Seq-NMS + per-frame NMS (seq_nms.seq_nms) before scoring.
+    Returns the summary; APs of classes without ground truth are NaN (null in the JSON) and are
+    left out of the means.
+    """
+    counts: collections.Counter = collections.Counter()
+    dets = results.read_detections(detections_path)
+    gt = load_ground_truth(data_root, split, frame_list, counts)
+    if seq_nms:
+        before = len(dets)
+        dets = seq_nms_lib.seq_nms(dets, gt.video_frame_ids())
+        counts["detections_before_seq_nms"] += before
+    summary = evaluate(gt, dets, counts)
+    summary.update(
+        detections_file=os.fspath(detections_path),
+        data_root=os.fspath(data_root),
+        split=split,
+        frame_list=None if frame_list is None else os.fspath(frame_list),
+        seq_nms=bool(seq_nms),
+    )
+    print(format_table(summary))
+    print(
+        f"mAP {summary['mAP']:.4f}  slow {summary['mAP_slow']:.4f}  medium "
+        f"{summary['mAP_medium']:.4f}  fast {summary['mAP_fast']:.4f}  "
+        f"({counts['frames']} frames, {counts['gt_boxes']} boxes, {len(dets)} detections)"
+    )
+    if counts["frames_without_xml"]:
+        log.warning("%d listed frames have no XML file", counts["frames_without_xml"])
+    if counts["detections_off_list"]:
+        log.warning(
+            "%d detections are on frames outside the list and were dropped",
+            counts["detections_off_list"],
+        )
+    if out_json is not None:
+        results.write_summary(out_json, summary)
+    return summary
