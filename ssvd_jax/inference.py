@@ -1,0 +1,259 @@
+"""Online sliding-window inference (the paper's Algorithm 2) with a device-resident ring buffer.
+
+Each new frame runs the shared body and the FPNs exactly once; its features (and its normalised
+image, which PWC-Net needs) are written into a ring buffer of `buffer_size` slots per video.
+For each reference frame the entries of its support schedule are gathered from the buffer and
+aggregated, the heads run, and the release's post-processing + late fusion give detections. One
+jit-compiled `step` does both (a push and a detection, each skipped by a mask when there is
+nothing to do), with static shapes, for a batch of videos processed in lockstep.
+
+Support schedules (entry 0 is always the reference itself, as in the release):
+  release  R = min(L // 2, 15), D = 2R // 6, entries clamp(t + kD, 0, L-1) for k in
+           (0, -1, 1, -2, 2, -3, 3): REFERENCE_SPEC §1.3's closed form.
+  paper    K = 12, N supports at offsets spread evenly over [-K, -1] u [1, K], clamped; any N
+           including 0 (the reference alone).
+Clamping is the release's edge replication: near the ends the first / last frame stands in.
+Unlike the release, a 1-frame video is detected too (all entries are that frame).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ssvd_jax.models import detector as detector_lib
+from ssvd_jax.ops import postprocess
+
+Array = jax.Array
+RELEASE_OFFSETS = (0, -1, 1, -2, 2, -3, 3)
+
+
+def release_entries(length: int, max_half_window: int = 15) -> np.ndarray:
+    """[L, 7] frame indices of every frame's entries under the release's schedule."""
+    half = min(length // 2, max_half_window)
+    delta = (2 * half) // 6
+    t = np.arange(length)[:, None]
+    return np.clip(t + np.asarray(RELEASE_OFFSETS)[None] * delta, 0, length - 1)
+
+
+def paper_offsets(num_supports: int, half_window: int = 12) -> np.ndarray:
+    """N offsets spread evenly over the 2K candidates [-K, -1] u [1, K] (symmetric for even N)."""
+    candidates = np.concatenate([np.arange(-half_window, 0), np.arange(1, half_window + 1)])
+    if num_supports > len(candidates):
+        raise ValueError(f"at most {len(candidates)} supports with K={half_window}")
+    if num_supports == 0:
+        return np.zeros((0,), np.int64)
+    picks = np.round(np.linspace(0, len(candidates) - 1, num_supports)).astype(int)
+    return candidates[picks]
+
+
+def paper_entries(length: int, num_supports: int = 6, half_window: int = 12) -> np.ndarray:
+    """[L, 1 + N] frame indices: the reference, then N evenly spread supports (clamped)."""
+    offsets = np.concatenate([[0], paper_offsets(num_supports, half_window)])
+    return np.clip(np.arange(length)[:, None] + offsets[None], 0, length - 1)
+
+
+def schedule_entries(length: int, schedule: str, num_supports: int, half_window: int) -> np.ndarray:
+    if schedule == "release":
+        return release_entries(length, half_window)
+    if schedule == "paper":
+        return paper_entries(length, num_supports, half_window)
+    raise ValueError(f"support schedule must be 'release' or 'paper', got {schedule!r}")
+
+
+def buffer_slots_needed(schedule: str, num_supports: int, half_window: int) -> int:
+    """Ring-buffer size that holds every entry a ready reference can need (2K + 1)."""
+    if schedule == "release":
+        return 2 * 3 * ((2 * half_window) // 6) + 1
+    span = int(np.max(np.abs(paper_offsets(num_supports, half_window)), initial=0))
+    return 2 * span + 1
+
+
+def stream_order(outputs: dict[str, Any]) -> list[str]:
+    """Output streams in the order their `stream` ids take (motion 0, sampling 1)."""
+    return [s for s in ("single", "motion", "sample", "fused") if s in outputs]
+
+
+class OnlineEngine:
+    """Algorithm 2 for a batch of `num_videos` videos processed in lockstep.
+
+    `model` is an SSVD module (any variant), `variables` its variables. Detections of a step
+    come back in input-image pixels (`image_size`); `run` rescales them to each video's frames.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        variables: Any,
+        *,
+        image_size: int,
+        anchor_config: Any,
+        num_classes: int,
+        schedule: str = "release",
+        num_supports: int = 6,
+        half_window: int = 15,
+        num_videos: int = 1,
+        score_threshold: float = 0.1,
+        pre_nms_top_n: int = 1000,
+        nms_iou: float = 0.45,
+        max_detections: int = 100,
+        legacy_boxes: bool = True,
+    ):
+        self.model = model
+        self.variables = variables
+        self.image_size = image_size
+        self.schedule = schedule
+        self.num_supports = num_supports
+        self.half_window = half_window
+        self.num_videos = num_videos
+        self.num_entries = len(RELEASE_OFFSETS) if schedule == "release" else 1 + num_supports
+        self.buffer_size = buffer_slots_needed(schedule, num_supports, half_window)
+        self.frames_pushed = 0  # bodies run, summed over videos (the once-per-frame check)
+        anchors = detector_lib.anchors_for(image_size, anchor_config)
+        self._detect = functools.partial(
+            detector_lib.detect,
+            per_level_anchors=anchors,
+            image_size=image_size,
+            num_classes=num_classes,
+            score_threshold=score_threshold,
+            pre_nms_top_n=pre_nms_top_n,
+            nms_iou=nms_iou,
+            max_detections=max_detections,
+            legacy=legacy_boxes,
+        )
+        self._step = jax.jit(self._step_impl, donate_argnums=(1,))
+
+    # ---- device state --------------------------------------------------------------------
+    def init_state(self) -> dict[str, Any]:
+        """Zeroed ring buffers: normalised images and every stream's P3..P6 features."""
+        s = self.image_size
+        image = jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32)
+        feats = jax.eval_shape(
+            lambda v, x: self.model.apply(v, x, method=self.model.frame_features),
+            self.variables,
+            image,
+        )
+        lead = (self.num_videos, self.buffer_size)
+        return {
+            "images": jnp.zeros((*lead, s, s, 3), jnp.float32),
+            "features": jax.tree.map(lambda a: jnp.zeros((*lead, *a.shape[1:]), a.dtype), feats),
+        }
+
+    def _step_impl(self, variables, state, new_images, push_slot, do_push, entry_slots, do_detect):
+        model = self.model
+        videos = jnp.arange(self.num_videos)
+
+        def push(state):
+            feats = model.apply(variables, new_images, method=model.frame_features)
+
+            def write(buffer, new):
+                mask = do_push.reshape((-1,) + (1,) * (new.ndim - 1))
+                old = buffer[videos, push_slot]
+                return buffer.at[videos, push_slot].set(jnp.where(mask, new, old))
+
+            return {
+                "images": write(state["images"], new_images),
+                "features": jax.tree.map(write, state["features"], feats),
+            }
+
+        state = jax.lax.cond(jnp.any(do_push), push, lambda s: s, state)
+
+        def detect(state):
+            def gather(buffer):
+                return buffer[videos[:, None], entry_slots]
+
+            entry_images = gather(state["images"])
+            entry_feats = jax.tree.map(gather, state["features"])
+            ref_feats = jax.tree.map(lambda x: x[:, 0], entry_feats)
+            aggregated = model.apply(
+                variables,
+                entry_images[:, 0],
+                entry_images,
+                ref_feats,
+                entry_feats,
+                method=model.aggregate,
+            )
+            outputs = model.apply(variables, aggregated, method=model.heads)
+            return self._detect([outputs[name] for name in stream_order(outputs)])
+
+        empty = jax.eval_shape(detect, state)
+        dets = jax.lax.cond(
+            jnp.any(do_detect),
+            detect,
+            lambda s: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), empty),
+            state,
+        )
+        return state, dets
+
+    def step(self, state, new_images, push_slot, do_push, entry_slots, do_detect):
+        """One lockstep step for all videos; returns (state, Detections [V, max_detections])."""
+        self.frames_pushed += int(np.sum(do_push))
+        return self._step(
+            self.variables,
+            state,
+            jnp.asarray(new_images, jnp.float32),
+            jnp.asarray(push_slot, jnp.int32),
+            jnp.asarray(do_push, bool),
+            jnp.asarray(entry_slots, jnp.int32),
+            jnp.asarray(do_detect, bool),
+        )
+
+    # ---- host-side driver ----------------------------------------------------------------
+    def run(
+        self, videos: list[Iterable[np.ndarray]], lengths: list[int], original_sizes: list
+    ) -> Iterator[tuple[int, int, postprocess.Detections]]:
+        """Detect every frame of up to `num_videos` videos.
+
+        videos[v] yields normalised frames [S, S, 3] in order; original_sizes[v] = (W, H).
+        Yields (video, frame, detections) as each reference frame is done, boxes in original
+        frame pixels (multiplied by W/S, H/S as the release's BoxList.resize does).
+        """
+        n = len(videos)
+        if n > self.num_videos:
+            raise ValueError(f"engine was built for {self.num_videos} videos, got {n}")
+        entries = [
+            schedule_entries(L, self.schedule, self.num_supports, self.half_window) for L in lengths
+        ]
+        iters = [iter(v) for v in videos]
+        state = self.init_state()
+        s = self.image_size
+        pushed = [0] * n
+        detected = [0] * n
+        while any(detected[v] < lengths[v] for v in range(n)):
+            new_images = np.zeros((self.num_videos, s, s, 3), np.float32)
+            push_slot = np.zeros(self.num_videos, np.int64)
+            do_push = np.zeros(self.num_videos, bool)
+            entry_slots = np.zeros((self.num_videos, self.num_entries), np.int64)
+            do_detect = np.zeros(self.num_videos, bool)
+            refs = [-1] * n
+            for v in range(n):
+                if pushed[v] < lengths[v]:
+                    frame = next(iters[v], None)
+                    if frame is None:
+                        raise ValueError(f"video {v} ended after {pushed[v]} of {lengths[v]}")
+                    new_images[v] = frame
+                    push_slot[v] = pushed[v] % self.buffer_size
+                    do_push[v] = True
+                    pushed[v] += 1
+                r = detected[v]
+                if r < lengths[v] and entries[v][r].max() < pushed[v]:
+                    entry_slots[v] = entries[v][r] % self.buffer_size
+                    do_detect[v] = True
+                    refs[v] = r
+                    detected[v] += 1
+            state, dets = self.step(state, new_images, push_slot, do_push, entry_slots, do_detect)
+            if not do_detect.any():
+                continue
+            dets = jax.tree.map(np.asarray, dets)
+            for v in range(n):
+                if refs[v] < 0:
+                    continue
+                w, h = original_sizes[v]
+                scale = np.array([w / s, h / s, w / s, h / s], np.float32)
+                one = jax.tree.map(lambda a, v=v: a[v], dets)
+                yield v, refs[v], one._replace(boxes=one.boxes * scale)

@@ -1,0 +1,137 @@
+"""The online engine: support schedules, once-per-frame features, equality with the direct forward.
+
+The release's schedule is checked against a simulation of its own buffer logic (a deque of 2R+1
+feature entries filled as `compute_on_dataset` does, REFERENCE_SPEC §1.2-1.3). The engine runs a
+tiny two-stream SSVD over two videos at once (lengths 13 and 5), must run the body exactly once
+per frame, detect every frame exactly once, and give the same detections as the model's direct
+forward on the same entries.
+"""
+
+import collections
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import tiny
+from ssvd_jax import inference
+from ssvd_jax.models import detector as detector_lib
+from ssvd_jax.models import ssvd as ssvd_lib
+from ssvd_jax.models.params import init_variables
+
+SIZE = 64
+
+
+def simulate_release(length: int) -> dict[int, list[int]]:
+    """The release's compute_on_dataset + prepare_data, transcribed: frame -> its 7 entries."""
+    half = min(length // 2, 15)
+    delta = (2 * half) // 6
+    buf = collections.deque(maxlen=2 * half + 1)
+    out = {}
+
+    def detect():
+        c = half
+        idx = [c, c - delta, c + delta, c - 2 * delta, c + 2 * delta, c - 3 * delta, c + 3 * delta]
+        out[buf[c]] = [buf[i] for i in idx]
+
+    for t in range(length):
+        flag = 0 if t == 0 else (1 if t == length - 1 else 2)
+        if flag == 0:
+            for _ in range(half + 1):
+                buf.append(t)
+        elif flag == 2:
+            buf.append(t)
+            if len(buf) == 2 * half + 1:
+                detect()
+        else:
+            while len(out) < length:
+                buf.append(t)
+                if len(buf) == 2 * half + 1:
+                    detect()
+    return out
+
+
+@pytest.mark.parametrize("length", [1, 2, 5, 11, 13, 20, 31, 100])
+def test_release_schedule_closed_form(length):
+    entries = inference.release_entries(length)
+    assert entries.shape == (length, 7)
+    if length == 1:
+        # The release never detects a 1-frame video (it has no "last" frame); we do, with
+        # every entry the frame itself.
+        assert simulate_release(1) == {}
+        np.testing.assert_array_equal(entries, 0)
+        return
+    simulated = simulate_release(length)
+    assert sorted(simulated) == list(range(length))
+    for t in range(length):
+        assert entries[t].tolist() == simulated[t], t
+    if length >= 30:
+        assert entries[50 if length == 100 else 15].tolist()[:3] == (
+            [50, 45, 55] if length == 100 else [15, 10, 20]
+        )
+
+
+def test_paper_schedule():
+    assert inference.paper_offsets(6, 12).tolist() == [-12, -7, -3, 3, 7, 12]
+    assert inference.paper_offsets(0, 12).tolist() == []
+    entries = inference.paper_entries(30, 2, 12)
+    assert entries[15].tolist() == [15, 3, 27]
+    assert entries[0].tolist() == [0, 0, 12]  # clamped at the start
+    assert inference.buffer_slots_needed("paper", 6, 12) == 25
+    assert inference.buffer_slots_needed("release", 6, 15) == 31
+
+
+@pytest.fixture(scope="module")
+def engine_setup():
+    config = tiny.get_config()
+    config.data.image_size = SIZE
+    model = ssvd_lib.create_ssvd(config.model)
+    rng = np.random.default_rng()
+    x = jnp.zeros((1, SIZE, SIZE, 3), jnp.float32)
+    variables = init_variables(model, x, jnp.zeros((1, 2, SIZE, SIZE, 3)), seed=3)
+    videos = [
+        rng.uniform(-100, 100, (length, SIZE, SIZE, 3)).astype(np.float32) for length in (13, 5)
+    ]
+    post = dict(score_threshold=0.005, pre_nms_top_n=50, nms_iou=0.45, max_detections=20)
+    engine = inference.OnlineEngine(
+        model, variables, image_size=SIZE, anchor_config=config.model.anchors, num_classes=30,
+        num_videos=2, **post,
+    )  # fmt: skip
+    results = list(engine.run(videos, [13, 5], [(SIZE * 2, SIZE), (SIZE, SIZE)]))
+    return config, model, variables, videos, engine, results, post
+
+
+def test_engine_runs_each_body_once_and_detects_every_frame(engine_setup):
+    _, _, _, _, engine, results, _ = engine_setup
+    assert engine.frames_pushed == 13 + 5
+    done = collections.Counter((v, t) for v, t, _ in results)
+    assert sorted(done) == [(0, t) for t in range(13)] + [(1, t) for t in range(5)]
+    assert set(done.values()) == {1}
+
+
+def test_engine_equals_direct_forward(engine_setup):
+    config, model, variables, videos, _, results, post = engine_setup
+    by_key = {(v, t): d for v, t, d in results}
+    anchors = detector_lib.anchors_for(SIZE, config.model.anchors)
+
+    @jax.jit
+    def direct(ref, sups):
+        out = model.apply(variables, ref, sups)
+        return detector_lib.detect(
+            [out["motion"], out["sample"]], anchors, SIZE, 30, legacy=True, **post
+        )
+
+    for v, t in [(0, 0), (0, 6), (0, 12), (1, 2)]:
+        frames = videos[v]
+        entries = inference.release_entries(len(frames))[t]
+        want = jax.tree.map(
+            lambda a: np.asarray(a)[0], direct(frames[None, t], frames[entries[1:]][None])
+        )
+        got = by_key[(v, t)]
+        assert want.valid.sum() > 0
+        np.testing.assert_array_equal(got.valid, want.valid)
+        np.testing.assert_array_equal(got.labels, want.labels)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
+        scale = np.array([2.0, 1.0, 2.0, 1.0]) if v == 0 else 1.0  # original size (128, 64)
+        np.testing.assert_allclose(got.boxes, want.boxes * scale, atol=1e-3)
