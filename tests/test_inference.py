@@ -135,3 +135,30 @@ def test_engine_equals_direct_forward(engine_setup):
         np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
         scale = np.array([2.0, 1.0, 2.0, 1.0]) if v == 0 else 1.0  # original size (128, 64)
         np.testing.assert_allclose(got.boxes, want.boxes * scale, atol=1e-3)
+
+
+def test_demo_writes_a_video_with_the_input_frame_count(engine_setup, tmp_path):
+    import imageio_ffmpeg
+
+    from input_pipeline.classes import CLASS_NAMES
+    from ssvd_jax import visualize
+
+    config, _, _, _, engine, _, _ = engine_setup
+    rng = np.random.default_rng()
+    src = tmp_path / "in.mp4"
+    writer = imageio_ffmpeg.write_frames(str(src), (96, 80), fps=10, macro_block_size=1)
+    writer.send(None)
+    for _ in range(9):
+        writer.send(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8))
+    writer.close()
+    out = tmp_path / "out" / "demo.mp4"
+    stats = visualize.run_demo(
+        engine, str(src), str(out), pixel_mean_bgr=config.data.pixel_mean_bgr,
+        class_names=CLASS_NAMES, min_score=0.0,
+    )  # fmt: skip
+    assert stats["frames"] == 9 and stats["fps"] > 0
+    frames, count, size, _ = visualize.open_video(str(out))
+    assert count == 9 and size == (96, 80)
+    assert len(list(frames)) == 9
+    with pytest.raises(visualize.VideoInputError, match="nothing.mp4"):
+        visualize.open_video(str(tmp_path / "nothing.mp4"))
