@@ -162,3 +162,24 @@ def test_demo_writes_a_video_with_the_input_frame_count(engine_setup, tmp_path):
     assert len(list(frames)) == 9
     with pytest.raises(visualize.VideoInputError, match="nothing.mp4"):
         visualize.open_video(str(tmp_path / "nothing.mp4"))
+
+
+def test_evaluate_on_real_ilsvrc_files(engine_setup, fixtures_dir, tmp_path):
+    """Engine over a real VID snippet (1280x720 JPEGs), devkit file written, scored."""
+    from ssvd_jax import evaluate
+    from ssvd_jax.evaluation import results
+
+    config, _, _, _, engine, _, _ = engine_setup
+    summary = evaluate.evaluate(
+        engine, fixtures_dir / "ilsvrc2015_vid_mini", "train", tmp_path,
+        pixel_mean_bgr=config.data.pixel_mean_bgr, max_videos=1,
+    )  # fmt: skip
+    dets = results.read_detections(tmp_path / "det_VID_train.txt")
+    assert len(dets) > 0
+    # The first listed snippet (sorted folders) has 60 frames: global ids 1..60, each detected.
+    assert set(dets.frame_id.tolist()) <= set(range(1, 61))
+    assert len(set(dets.frame_id.tolist())) == 60
+    # Boxes are in original 1280x720 pixels, not the 64-px input.
+    assert dets.boxes[:, 2].max() > 64
+    assert {"mAP", "AP", "mAP_slow", "mAP_medium", "mAP_fast"} <= set(summary)
+    assert (tmp_path / "summary_VID_train.json").is_file()
