@@ -1,13 +1,18 @@
 """ssvd_jax command line: parses flags and dispatches; all logic lives in importable modules.
 
+python main.py                      # trains the synthetic config's two phases (--mode=train)
+python main.py --config=configs/default.py --workdir=runs/default --config.train.batch_size=32
+python main.py --mode=sweep --config=configs/tiny.py --workdir=runs/table2 --sweep=table2
 python main.py --config=configs/synthetic.py --workdir=runs/synthetic --mode=overfit
 """
 
 import os
 
-# Before jax is imported: XLA:CPU's experimental YNN fusion slows convolution-heavy graphs on
-# this kind of CPU (shared/docs/PERF_NOTES.md); an explicit user setting wins.
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
+from ssvd_jax.runtime import configure_cpu_runtime
+
+# Before any jax computation: XLA reads XLA_FLAGS once, when its first backend starts; an
+# explicit user setting of a flag wins (ssvd_jax/runtime.py says which defaults and why).
+configure_cpu_runtime()
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -19,12 +24,20 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("workdir", "runs/synthetic", "Directory for outputs and checkpoints.")
 flags.DEFINE_enum(
     "mode",
-    "overfit",
-    ["overfit", "convert"],
+    "train",
+    ["train", "sweep", "overfit", "convert", "score"],
+    "train: run the config's training phases in --workdir (resuming there). sweep: train every "
+    "point of the config's sweep(add, name) (--sweep) in sub-workdirs and write a summary table. "
     "overfit: fit the single-frame detector to a few generated images and report how well its "
     "detections recover the boxes. convert: turn a PyTorch checkpoint (--checkpoint) into an "
-    "orbax checkpoint under <workdir>/checkpoints.",
+    "orbax checkpoint under <workdir>/checkpoints. score: score a devkit detections file "
+    "(--detections) against the ILSVRC annotations under --config.data.root, no model.",
 )
+flags.DEFINE_string("detections", None, "score: `frame_id class score x1 y1 x2 y2` file.")
+flags.DEFINE_string("split", "val", "score: the VID split whose annotations are the truth.")
+flags.DEFINE_string("frame_list", None, "score: optional frame list defining the frame ids.")
+flags.DEFINE_bool("seq_nms", False, "score: apply Seq-NMS before scoring.")
+flags.DEFINE_string("sweep", "table2", "sweep: which of the config's sweeps to run.")
 flags.DEFINE_string("checkpoint", None, "convert: the .pth or .npz file to convert.")
 flags.DEFINE_enum(
     "checkpoint_kind",
@@ -39,12 +52,46 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.INFO)
     os.makedirs(FLAGS.workdir, exist_ok=True)
-    if FLAGS.mode == "overfit":
+    if FLAGS.mode in ("train", "sweep"):
+        from ssvd_jax import metric_logging
+
+        metric_logging.quiet_library_info()
+    if FLAGS.mode == "train":
+        from ssvd_jax import train
+
+        try:
+            train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        except (train.TrainingDiverged, train.Preempted) as e:
+            raise SystemExit(f"training stopped: {e}") from None
+    elif FLAGS.mode == "sweep":
+        from ssvd_jax import sweep
+
+        sweep.run(
+            FLAGS.config,
+            FLAGS.workdir,
+            config_flags.get_config_filename(FLAGS["config"]),
+            FLAGS.sweep,
+        )
+    elif FLAGS.mode == "overfit":
         from ssvd_jax import overfit
 
         result = overfit.run(FLAGS.config, FLAGS.workdir)
         if not result["passed"]:
             raise SystemExit(1)
+    elif FLAGS.mode == "score":
+        from ssvd_jax.evaluation import results, score
+
+        if not FLAGS.detections or not FLAGS.config.data.root:
+            raise app.UsageError("--mode=score needs --detections=FILE and --config.data.root=DIR")
+        out_json = os.path.join(FLAGS.workdir, "score.json")
+        try:
+            score.score_detections(
+                FLAGS.detections, FLAGS.config.data.root, FLAGS.split,
+                frame_list=FLAGS.frame_list, out_json=out_json, seq_nms=FLAGS.seq_nms,
+            )  # fmt: skip
+        except (results.DetectionsFormatError, ValueError, FileNotFoundError) as e:
+            raise SystemExit(f"score failed: {e}") from None
+        print(f"wrote {out_json}")
     elif FLAGS.mode == "convert":
         from ssvd_jax import convert
 

@@ -1,10 +1,23 @@
 """SSVD at the paper's scale: ResNet-101 + FPN RetinaNet heads at 448x448 (the release's model).
 
-Run (on GPUs; the training modes arrive with the training issue):
+Train (on GPUs; both phases of the paper's Sec. III-D / IV-C recipe in one command):
+  python main.py --config=configs/default.py --workdir=runs/default \
+      --config.data.root=/data/ILSVRC2015 --config.model.dtype=bfloat16 \
+      --config.train.resnet_checkpoint=runs/r101/checkpoints \
+      --config.train.pwcnet_checkpoint=runs/pwc/checkpoints
+  (the two checkpoints come from `--mode=convert --checkpoint_kind=resnet|pwcnet`). Phase 1: the
+  single-frame detector on DET + VID stills, batch 16, SGD momentum 0.9, weight decay 1e-4, lr
+  1e-3 for 80k then 1e-4 for 40k iterations; phase 2: SSVD initialised from phase 1, on VID
+  clips (a reference + 2 supports from +-12 frames), lr 1e-3 for 60k then 1e-4 for 30k; 500
+  warmup iterations each. Restarting with the same workdir resumes; `--config.train.phases=
+  "('phase2',)"` runs phase 2 alone from an earlier phase-1 run in the workdir. Multi-host: set
+  `--config.distributed.*` on every host. Ablation sweeps (Table II, Table V, Fig. 6):
+  python main.py --mode=sweep --config=configs/default.py --workdir=runs/table2 --sweep=table2
+Overfit check:
   python main.py --config=configs/default.py --workdir=runs/default --mode=overfit
 Backbone variants of the paper's Table III: `--config=configs/default.py:r101_dcn` (DCNv1 in the
 last stage), `--config=configs/default.py:x101_32x4d` (ResNeXt-101 32x4d).
-What it gives today: `--mode=overfit` fits the full-size single-frame detector to a few generated
+What `--mode=overfit` gives: it fits the full-size single-frame detector to a few generated
 images (a correctness check of the whole path at full size; needs a GPU to be quick).
 The model numbers follow the authors' release (REFERENCE_SPEC §2, §5): ResNet-101 with the stride
 in the 1x1 convs and eps-free frozen BN, FPN P3-P6 with 256 channels, 2-conv heads, 9 anchors,
@@ -77,10 +90,71 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     post.legacy_boxes = True
 
     optimizer = config.optimizer = ml_collections.ConfigDict()
-    optimizer.learning_rate = 1e-3
+    optimizer.learning_rate = 1e-3  # overfit/legacy; training reads schedule.<phase>
     optimizer.momentum = 0.9
     optimizer.weight_decay = 1e-4
     optimizer.grad_clip_norm = 10.0
+
+    # Where the data comes from: 'ilsvrc' reads the ILSVRC2015 folder `data.root`; 'synthetic'
+    # generates one there (default <workdir>/data/ILSVRC2015) unless it exists already.
+    data.source = "ilsvrc"
+    data.root = ""
+    data.tfds_dir = ""  # built TFDS datasets; empty: <workdir>/data/tfds
+    data.vid_frames = "sampled"  # phase-1 VID stills and phase-2 references: 15 per video
+    data.det_per_class = 2000  # phase 1: at most this many DET images per class (0: all)
+    data.support_range = 12  # phase 2: supports from [t-K, t+K]
+    synthetic = data.synthetic = ml_collections.ConfigDict()
+    synthetic.seed = 0
+    synthetic.size = 128
+    synthetic.train_videos = 6
+    synthetic.val_videos = 3
+    synthetic.frames = 30
+    synthetic.det_images = 40
+    synthetic.num_classes = 6
+    synthetic.max_objects = 2
+
+    # Training (paper Sec. III-D / IV-C): batch 16, SGD momentum 0.9, weight decay 1e-4.
+    tr = config.train = ml_collections.ConfigDict()
+    tr.phases = ("phase1", "phase2")  # phase1: single-frame detector; phase2: SSVD
+    tr.batch_size = 16  # global, over all hosts and devices
+    tr.num_supports = 2  # phase 2: supports per training reference (3 frames per clip)
+    tr.phase1_det = True  # phase 1 on DET + VID stills (phase 2 on VID only)
+    tr.freeze_at = 2  # maskrcnn-benchmark FREEZE_CONV_BODY_AT: stem and layer1 frozen
+    tr.resnet_checkpoint = ""  # phase 1 body init: a `--mode=convert --checkpoint_kind=resnet` dir
+    tr.pwcnet_checkpoint = ""  # phase 2 flownet init: a converted pwcnet dir
+    tr.inject_nan_at_step = -1  # test hook: NaN images in the batch of this (1-based) step
+    tr.sleep_per_step_s = 0.0  # test hook: slows steps so that a test can kill mid-run
+
+    schedule = config.schedule = ml_collections.ConfigDict()
+    for name, (steps, boundary) in {
+        "phase1": (120_000, 80_000),
+        "phase2": (90_000, 60_000),
+    }.items():
+        s = schedule[name] = ml_collections.ConfigDict()
+        s.steps = steps
+        s.learning_rate = 1e-3
+        s.boundaries = (boundary,)  # lr x decay_factor at each boundary: 1e-3 then 1e-4
+        s.decay_factor = 0.1
+        s.warmup_steps = 500  # maskrcnn-benchmark's linear warmup from warmup_factor x lr
+        s.warmup_factor = 1.0 / 3
+
+    ckpt = config.checkpoint = ml_collections.ConfigDict()
+    ckpt.every_steps = 2000
+    ckpt.max_to_keep = 3
+    ckpt.async_save = True
+
+    log = config.log = ml_collections.ConfigDict()
+    log.every_steps = 50
+    log.summary_window = 20  # final metrics: the mean over this many last steps
+
+    dist = config.distributed = ml_collections.ConfigDict()
+    dist.coordinator_address = ""  # e.g. 'host0:1234'; empty: single process
+    dist.num_processes = 1
+    dist.process_id = 0
+    dist.cpu_collectives = "gloo"  # cross-process collectives on CPU hosts
+
+    ev = config.eval = ml_collections.ConfigDict()
+    ev.num_supports = 6  # supports per frame at inference (the release aggregates 7 entries)
 
     overfit = config.overfit = ml_collections.ConfigDict()
     overfit.num_images = 4
@@ -100,3 +174,26 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     elif variant:
         raise ValueError(f"unknown default.py variant {variant!r}: '', 'r101_dcn', 'x101_32x4d'")
     return config
+
+
+SWEEPS = ("table2", "table5", "fig6")
+
+
+def sweep(add, name: str = "table2") -> None:
+    """The paper's ablations as sweeps (`main.py --mode=sweep --sweep=<name>`):
+    table2: single frame / motion stream / sampling stream / both (Table II);
+    table5: number of supports at inference, 0-10 (Table V; the points differ only in
+    `eval.num_supports`, so their training columns agree until evaluation is added);
+    fig6: fusion schemes: late fusion (release), early fusion, motion-guided sampling (Fig. 6).
+    """
+    if name == "table2":
+        for variant in ("single_frame", "motion", "sampling", "two_stream"):
+            add(**{"model.variant": variant})
+    elif name == "table5":
+        for k in (0, 2, 4, 6, 8, 10):
+            add(**{"eval.num_supports": k})
+    elif name == "fig6":
+        for variant in ("two_stream", "early_fusion", "motion_guided_sampling"):
+            add(**{"model.variant": variant})
+    else:
+        raise ValueError(f"unknown sweep {name!r}; choose one of {SWEEPS}")

@@ -107,7 +107,7 @@ def test_inference_with_any_number_of_supports():
     batch = _batch(rng, batch=1, supports=2)
     variables = init_variables(model, batch["images"], batch["supports"])
     apply = jax.jit(model.apply)
-    for supports in (0, 2, 6):
+    for supports in (0, 6):
         sups = jnp.asarray(rng.uniform(-100, 100, (1, supports, SIZE, SIZE, 3)), jnp.float32)
         out = apply(variables, batch["images"], sups)
         assert set(out) == {"motion", "sample"}
