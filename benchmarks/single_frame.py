@@ -7,10 +7,17 @@ The network is the release's single-frame detector: ResNet-101 body, FPN P3-P6 (
 P6 from C5), 2-conv class/box subnets with 9 anchors x 30 classes, frozen BN. The PyTorch side is
 torchvision's resnet101 (FrozenBatchNorm2d) + torchvision's FeaturePyramidNetwork with a P6-from-C5
 extra block + the same heads, in eval mode under no_grad, NCHW and channels_last (the faster of
-the two is the baseline). Per shared/docs/PERF_NOTES.md the machine throttles sustained load, so
-the variants are interleaved (A B A B ...), medians are reported with a same-run ratio, and a
+the two is the baseline); torch uses as many threads as XLA (all cores). Per
+shared/docs/PERF_NOTES.md the machine throttles sustained load, so the variants are interleaved
+(A B A B ...), medians of wall and process CPU time are reported with a same-run ratio, and a
 calibration matmul is timed before and after. Peak memory: XLA's buffer assignment for the
 compiled JAX program, and the peak RSS of a fresh process running one forward for each framework.
+
+Efficiency: GMAC/s divides each network's convolution multiply-accumulates (counted from its
+own layers: JAX's jaxpr, torch's Conv2d modules) by its wall time. The two counts differ a little
+because torchvision puts each stage's stride in the 3x3 conv and the release (our model) in the
+1x1. XLA's own cost analysis (flops / 2) is printed too; it is lower because it skips the taps
+that fall on zero padding. The XLA:CPU flags are `ssvd_jax.runtime`'s defaults, as in main.py.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ import subprocess
 import sys
 import time
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
+from ssvd_jax.runtime import configure_cpu_runtime
+
+configure_cpu_runtime()  # before the first jax computation: XLA reads XLA_FLAGS once
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -89,7 +98,44 @@ class TorchDetector(nn.Module):
         return self.head(list(self.fpn(self.body(x)).values()))
 
 
+def jax_conv_macs(fn, *args) -> int:
+    """Multiply-accumulates of every convolution in `fn`'s jaxpr (padded taps included)."""
+
+    def walk(jaxpr) -> int:
+        total = 0
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "conv_general_dilated":
+                out, kernel = eqn.outvars[0].aval, eqn.invars[1].aval
+                spec = eqn.params["dimension_numbers"].rhs_spec  # (out, in, *spatial) positions
+                per_output = int(np.prod([kernel.shape[d] for d in spec[1:]]))
+                total += int(np.prod(out.shape)) * per_output
+            for param in eqn.params.values():
+                inner = getattr(param, "jaxpr", param)
+                if hasattr(inner, "eqns"):
+                    total += walk(inner)
+        return total
+
+    return walk(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+def torch_conv_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of every Conv2d in one forward of `model` on `x`."""
+    total = [0]
+
+    def hook(module, _inputs, out):
+        k = module.kernel_size[0] * module.kernel_size[1]
+        total[0] += out.numel() * (module.in_channels // module.groups) * k
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return total[0]
+
+
 def jax_model_and_fn(batch: int, size: int):
+    """(run, compile seconds, XLA buffer bytes, XLA cost-analysis MACs, conv MACs)."""
     config = default_config.get_config()
     model = detector_lib.create_single_frame_detector(config.model)
     x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, size, size, 3)), jnp.float32)
@@ -104,7 +150,12 @@ def jax_model_and_fn(batch: int, size: int):
         if mem is not None
         else float("nan")
     )
-    return (lambda: jax.block_until_ready(compiled(variables, x))), compile_s, peak
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost  # a list in older jax
+    xla_macs = cost["flops"] / 2 if cost and "flops" in cost else float("nan")
+    conv_macs = jax_conv_macs(model.apply, variables, x)
+    run = lambda: jax.block_until_ready(compiled(variables, x))
+    return run, compile_s, peak, xla_macs, conv_macs
 
 
 def torch_fn(batch: int, size: int, channels_last: bool):
@@ -123,6 +174,7 @@ def torch_fn(batch: int, size: int, channels_last: bool):
 
 def calibrate() -> float:
     a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    a @ a  # warm (BLAS threads)
     t0 = time.perf_counter()
     a @ a
     return time.perf_counter() - t0
@@ -136,7 +188,7 @@ def peak_rss_mib(framework: str, batch: int, size: int) -> float:
         + (
             f"f=b.torch_fn({batch},{size},False)"
             if framework == "torch"
-            else f"f,_,_=b.jax_model_and_fn({batch},{size})"
+            else f"f,*_=b.jax_model_and_fn({batch},{size})"
         )
         + ";f();print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
@@ -159,43 +211,66 @@ def main() -> None:
         f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
     )
+    torch_macs = torch_conv_macs(TorchDetector().eval(), torch.zeros(1, 3, args.size, args.size))
     rows = []
     for batch in args.batches:
-        jfn, compile_s, xla_bytes = jax_model_and_fn(batch, args.size)
+        jfn, compile_s, xla_bytes, xla_macs, jax_macs = jax_model_and_fn(batch, args.size)
         tfn = torch_fn(batch, args.size, channels_last=False)
         tfn_cl = torch_fn(batch, args.size, channels_last=True)
         for f in (jfn, tfn, tfn_cl):  # warm-up outside the timed region
             f()
         cal0 = calibrate()
         times = {"jax": [], "torch": [], "torch_cl": []}
+        cpu = {"jax": [], "torch": [], "torch_cl": []}
         for _ in range(repeats):  # interleaved
             for name, f in (("jax", jfn), ("torch", tfn), ("torch_cl", tfn_cl)):
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 f()
                 times[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)  # all threads of this process
         cal1 = calibrate()
         med = {k: statistics.median(v) for k, v in times.items()}
-        base = min(med["torch"], med["torch_cl"])
+        med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+        best = "torch" if med["torch"] <= med["torch_cl"] else "torch_cl"
+        base = med[best]
         mem_j = mem_t = float("nan")
         if not args.quick:
             mem_j = peak_rss_mib("jax", batch, args.size)
             mem_t = peak_rss_mib("torch", batch, args.size)
-        rows.append((batch, med, base, compile_s, xla_bytes / 2**20, mem_j, mem_t, cal0, cal1))
+        rows.append(
+            dict(
+                batch=batch, med=med, base=base, jax_cpu=med_cpu["jax"], torch_cpu=med_cpu[best],
+                compile_s=compile_s, xla_mib=xla_bytes / 2**20, mem_j=mem_j, mem_t=mem_t,
+                cal0=cal0, cal1=cal1, xla_macs=xla_macs / batch, jax_macs=jax_macs / batch,
+            )
+        )  # fmt: skip
         del jfn, tfn, tfn_cl
 
-    print(f"\nR-101 FPN RetinaNet (2-conv heads), {args.size}x{args.size}, median of {repeats}")
+    r0 = rows[0]
     print(
-        "| batch | JAX ms/img | torch ms/img (NCHW / channels_last) | torch/JAX | JAX compile s "
+        f"\nR-101 FPN RetinaNet (2-conv heads), {args.size}x{args.size}, median of {repeats}. "
+        f"Per image: XLA cost analysis {r0['xla_macs'] / 1e9:.1f} GMAC (flops/2); convolution "
+        f"MACs {r0['jax_macs'] / 1e9:.1f} G (JAX) / {torch_macs / 1e9:.1f} G (torch)"
+    )
+    print(
+        "| batch | JAX ms/img | torch ms/img (NCHW / channels_last) | torch/JAX "
+        "| GMAC/s JAX / torch | CPU ms/img JAX / torch | JAX compile s "
         "| JAX XLA buffers MiB | peak RSS MiB JAX / torch | calib. ms before/after |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for batch, med, base, comp, xla_mib, mem_j, mem_t, cal0, cal1 in rows:
-        drift = abs(cal1 - cal0) / cal0
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        b, med = r["batch"], r["med"]
+        gmacs_j = r["jax_macs"] * b / med["jax"] / 1e9
+        gmacs_t = torch_macs * b / r["base"] / 1e9
+        drift = abs(r["cal1"] - r["cal0"]) / r["cal0"]
         flag = " (throttled: calibration moved >10%)" if drift > 0.1 else ""
         print(
-            f"| {batch} | {1e3 * med['jax'] / batch:.0f} | {1e3 * med['torch'] / batch:.0f} / "
-            f"{1e3 * med['torch_cl'] / batch:.0f} | {base / med['jax']:.2f}x | {comp:.1f} | "
-            f"{xla_mib:.0f} | {mem_j:.0f} / {mem_t:.0f} | {1e3 * cal0:.0f}/{1e3 * cal1:.0f}{flag} |"
+            f"| {b} | {1e3 * med['jax'] / b:.0f} | {1e3 * med['torch'] / b:.0f} / "
+            f"{1e3 * med['torch_cl'] / b:.0f} | {r['base'] / med['jax']:.2f}x | "
+            f"{gmacs_j:.0f} / {gmacs_t:.0f} | "
+            f"{1e3 * r['jax_cpu'] / b:.0f} / {1e3 * r['torch_cpu'] / b:.0f} | "
+            f"{r['compile_s']:.1f} | {r['xla_mib']:.0f} | {r['mem_j']:.0f} / {r['mem_t']:.0f} | "
+            f"{1e3 * r['cal0']:.0f}/{1e3 * r['cal1']:.0f}{flag} |"
         )
     print(
         f"\npeak RSS includes each framework's own runtime; ru_maxrss now "

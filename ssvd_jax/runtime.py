@@ -1,0 +1,85 @@
+"""Process-wide CPU settings for ssvd_jax's entry points (main.py, the benchmarks).
+
+Call `configure_cpu_runtime()` first thing in a process: before the first jax computation (XLA
+reads `XLA_FLAGS` once, when jax creates its first backend) and before threads start allocating
+(glibc only applies the arena limit to arenas created later). It does two things.
+
+1. XLA:CPU flag defaults, added to `XLA_FLAGS` unless the user already set that flag:
+   `--xla_cpu_experimental_ynn_fusion_type=eltwise`. Measured with jaxlib 0.10.2 on a 2-core
+   AVX2 CPU, R-101 FPN RetinaNet at 448x448, the variants interleaved in one process
+   (benchmarks/single_frame.py):
+   - jaxlib's default sends each convolution on its own to YNNPACK; that ran about 15% slower
+     than XLA's own (Eigen) convolutions, which are what the empty setting gives (and what
+     shared/docs/PERF_NOTES.md recommended).
+   - 'eltwise' lets YNNPACK take whole conv + frozen BN + residual + ReLU chains as one fused
+     subgraph, so the elementwise epilogues stop making separate passes over the activations:
+     5% faster than the empty setting at batch 1; a forward+backward step of the detector
+     (224x224, batch 2) took 30% less CPU time. Outputs differ from the empty setting by float
+     rounding only (2e-6 of the largest logit), and the golden parity tests pass under it.
+2. glibc malloc tuning (Linux/glibc only; skipped when the environment already configures
+   malloc through MALLOC_* or GLIBC_TUNABLES): never return freed memory to the OS and serve
+   large blocks from one heap instead of fresh mmaps. XLA:CPU and YNNPACK allocate their
+   temporaries anew on every call; by default each block above the mmap threshold is a fresh
+   mapping that the kernel must fault in and zero page by page, and blocks larger than a
+   per-thread arena's 64 MB heap are mmapped whatever the threshold, hence one arena. At
+   batch 8 this took the forward's kernel time from about 1.1 s to nothing and the total from
+   1171 to 1040 ms per image (at batch 1: no measurable change). The cost: the process keeps
+   its peak heap, and all threads share one malloc arena.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+DEFAULT_XLA_FLAGS: tuple[str, ...] = ("--xla_cpu_experimental_ynn_fusion_type=eltwise",)
+
+# mallopt(3) parameters from glibc's malloc.h, and the values we set.
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -2, -3, -8
+MALLOPT_SETTINGS: tuple[tuple[int, int], ...] = (
+    (_M_MMAP_THRESHOLD, 2_000_000_000),  # no block is big enough to get its own mmap
+    (_M_TRIM_THRESHOLD, 2_000_000_000),  # never give the heap's free top back to the OS
+    (_M_TOP_PAD, 512 << 20),  # grow the heap in large steps (few brk calls)
+    (_M_ARENA_MAX, 1),  # one brk heap for all threads: no 64 MB per-thread heap limit
+)
+
+
+def configure_cpu_runtime(tune_malloc: bool = True) -> str:
+    """Apply the XLA flag defaults and (optionally) the malloc tuning; returns `XLA_FLAGS`."""
+    if tune_malloc:
+        tune_glibc_malloc()
+    return add_default_xla_flags()
+
+
+def add_default_xla_flags() -> str:
+    """Add `DEFAULT_XLA_FLAGS` to the `XLA_FLAGS` environment variable; returns the new value.
+
+    Each default is skipped when `XLA_FLAGS` already names that flag, so an explicit setting
+    (including `--xla_cpu_experimental_ynn_fusion_type=`, the empty list) wins; other user flags
+    are kept. Harmless on GPU: these flags only affect the CPU backend.
+    """
+    current = os.environ.get("XLA_FLAGS", "")
+    named = {token.split("=", 1)[0] for token in current.split()}
+    added = [flag for flag in DEFAULT_XLA_FLAGS if flag.split("=", 1)[0] not in named]
+    value = " ".join([current, *added]).strip()
+    os.environ["XLA_FLAGS"] = value
+    return value
+
+
+def tune_glibc_malloc() -> bool:
+    """Apply `MALLOPT_SETTINGS` through glibc's mallopt; True if all of them took effect.
+
+    A no-op (False) off Linux, without glibc, or when the user configured malloc through the
+    environment (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_, ..., or GLIBC_TUNABLES).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    if "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") for k in os.environ):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return all([mallopt(param, value) == 1 for param, value in MALLOPT_SETTINGS])
