@@ -24,18 +24,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 
-from ssvd_jax.runtime import configure_cpu_runtime
+from ssvd_jax.runtime import WITHOUT_YNN_FUSIONS, configure_cpu_runtime
 
-# Before the first jax computation (XLA reads XLA_FLAGS once). The glibc malloc tuning is left
-# off here: both frameworks share this process, and the single-arena setting made torch's
-# batch-1 forward ~10x slower (measured 5.3 s vs 0.57 s per image), which would flatter JAX.
-configure_cpu_runtime(tune_malloc=False)
+# First thing, as in main.py: XLA reads XLA_FLAGS once, and the glibc malloc tuning must precede
+# the threads. Both frameworks share this process and so the malloc settings: torch gains from
+# them too (channels_last batch 1, four quiet alternations: median 534 vs 556 ms per image).
+# torch's forward can be 10x slower when another process holds a core (its OpenMP threads
+# wait on each other), with or without the tuning: trust only rows whose calibration held.
+configure_cpu_runtime()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -49,7 +50,6 @@ from torchvision.ops.misc import FrozenBatchNorm2d  # noqa: E402
 
 from configs import default as default_config  # noqa: E402
 from ssvd_jax.models import detector as detector_lib  # noqa: E402
-from ssvd_jax.models.params import init_variables  # noqa: E402
 
 NUM_CLASSES, NUM_ANCHORS, WIDTH = 30, 9, 256
 
@@ -142,7 +142,11 @@ def jax_model_and_fn(batch: int, size: int):
     config = default_config.get_config()
     model = detector_lib.create_single_frame_detector(config.model)
     x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, size, size, 3)), jnp.float32)
-    variables = init_variables(model, x)
+    # init_variables' rbg key, but compiled without YNNPACK fusions: under runtime's 'eltwise'
+    # default the initialisers alone peak at 2.4 GB, which would swamp the RSS column.
+    key = jax.random.key(0, impl="rbg")
+    init = jax.jit(model.init).lower(key, x).compile(compiler_options=WITHOUT_YNN_FUSIONS)
+    variables = init(key, x)
     fn = jax.jit(model.apply)
     t0 = time.perf_counter()
     compiled = fn.lower(variables, x).compile()
@@ -176,29 +180,51 @@ def torch_fn(batch: int, size: int, channels_last: bool):
 
 
 def calibrate() -> float:
+    """Median time of a 1024^3 float32 matmul (one sample alone jitters by ~10% here)."""
     a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
     a @ a  # warm (BLAS threads)
-    t0 = time.perf_counter()
-    a @ a
-    return time.perf_counter() - t0
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ a
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
-def peak_rss_mib(framework: str, batch: int, size: int) -> float:
-    """Peak RSS of a fresh process that builds the model and runs one forward."""
+def vm_hwm_mib() -> float:
+    """This process's peak RSS (VmHWM) in MiB.
+
+    Not getrusage's ru_maxrss: Linux carries that over from the parent across fork + exec, so a
+    child started by this (large) process would report the parent's peak.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_rss_mib(framework: str, batch: int, size: int) -> tuple[float, float]:
+    """(peak RSS, RSS after the imports) of a fresh process that builds one model, runs it once.
+
+    The child imports this module, hence both frameworks; the second number is that baseline.
+    """
     code = (
-        "import resource, sys; sys.argv=['x'];"
+        "import sys; sys.argv=['x'];"
         "from benchmarks import single_frame as b;"
+        "base=b.vm_hwm_mib();"
         + (
             f"f=b.torch_fn({batch},{size},False)"
             if framework == "torch"
             else f"f,*_=b.jax_model_and_fn({batch},{size})"
         )
-        + ";f();print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        + ";f();print(b.vm_hwm_mib(), base)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=os.getcwd()
     )
-    return int(out.stdout.strip().splitlines()[-1]) / 1024
+    peak, base = map(float, out.stdout.strip().splitlines()[-1].split())
+    return peak, base
 
 
 def main() -> None:
@@ -236,15 +262,16 @@ def main() -> None:
         med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
         best = "torch" if med["torch"] <= med["torch_cl"] else "torch_cl"
         base = med[best]
-        mem_j = mem_t = float("nan")
+        mem_j = mem_t = mem_base = float("nan")
         if not args.quick:
-            mem_j = peak_rss_mib("jax", batch, args.size)
-            mem_t = peak_rss_mib("torch", batch, args.size)
+            mem_j, mem_base = peak_rss_mib("jax", batch, args.size)
+            mem_t, _ = peak_rss_mib("torch", batch, args.size)
         rows.append(
             dict(
                 batch=batch, med=med, base=base, jax_cpu=med_cpu["jax"], torch_cpu=med_cpu[best],
                 compile_s=compile_s, xla_mib=xla_bytes / 2**20, mem_j=mem_j, mem_t=mem_t,
-                cal0=cal0, cal1=cal1, xla_macs=xla_macs / batch, jax_macs=jax_macs / batch,
+                mem_base=mem_base, cal0=cal0, cal1=cal1, xla_macs=xla_macs / batch,
+                jax_macs=jax_macs / batch,
             )
         )  # fmt: skip
         del jfn, tfn, tfn_cl
@@ -276,8 +303,9 @@ def main() -> None:
             f"{1e3 * r['cal0']:.0f}/{1e3 * r['cal1']:.0f}{flag} |"
         )
     print(
-        f"\npeak RSS includes each framework's own runtime; ru_maxrss now "
-        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+        f"\npeak RSS: VmHWM of a fresh process per framework and batch; each imports both "
+        f"frameworks, {rows[0]['mem_base']:.0f} MiB before building a model. This process's "
+        f"peak: {vm_hwm_mib():.0f} MiB. GMAC/s: convolution MACs / wall time."
     )
 
 

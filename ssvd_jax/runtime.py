@@ -13,18 +13,25 @@ reads `XLA_FLAGS` once, when jax creates its first backend) and before threads s
      shared/docs/PERF_NOTES.md recommended).
    - 'eltwise' lets YNNPACK take whole conv + frozen BN + residual + ReLU chains as one fused
      subgraph, so the elementwise epilogues stop making separate passes over the activations:
-     5% faster than the empty setting at batch 1; a forward+backward step of the detector
-     (224x224, batch 2) took 30% less CPU time. Outputs differ from the empty setting by float
+     5% faster than the empty setting at batch 1 and 12% at batch 8 (with the malloc tuning
+     below); a forward+backward step of the detector (224x224, batch 2) took 30% less CPU
+     time. Outputs differ from the empty setting by float
      rounding only (2e-6 of the largest logit), and the golden parity tests pass under it.
+   - Exception: a program of many small elementwise chains, such as the random initialisers of
+     `model.init`, becomes hundreds of separate YNNPACK fusions with their own buffers: the
+     R-101 detector's jitted init needed 2.4 GB of temporaries instead of 29 MB (and 17 s
+     instead of 12). Compile such programs with `compiler_options=WITHOUT_YNN_FUSIONS`.
 2. glibc malloc tuning (Linux/glibc only; skipped when the environment already configures
    malloc through MALLOC_* or GLIBC_TUNABLES): never return freed memory to the OS and serve
    large blocks from one heap instead of fresh mmaps. XLA:CPU and YNNPACK allocate their
    temporaries anew on every call; by default each block above the mmap threshold is a fresh
    mapping that the kernel must fault in and zero page by page, and blocks larger than a
    per-thread arena's 64 MB heap are mmapped whatever the threshold, hence one arena. At
-   batch 8 this took the forward's kernel time from about 1.1 s to nothing and the total from
-   1171 to 1040 ms per image (at batch 1: no measurable change). The cost: the process keeps
-   its peak heap, and all threads share one malloc arena.
+   batch 8 this took the forward's kernel time from about 1.1 s per call to nothing and the
+   total from 1171 to 1040 ms per image (at batch 1: no measurable change in JAX; torch's
+   forward gained 4%). The cost: the process keeps its peak heap, all threads share one malloc
+   arena, and when fragmentation makes a call's temporaries land on fresh heap the heap grows
+   by their size once (seen rarely, as one call with page faults).
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ import os
 import sys
 
 DEFAULT_XLA_FLAGS: tuple[str, ...] = ("--xla_cpu_experimental_ynn_fusion_type=eltwise",)
+
+# Per-compile override that turns the YNNPACK fusions off again:
+# `jax.jit(f).lower(*args).compile(compiler_options=WITHOUT_YNN_FUSIONS)`.
+WITHOUT_YNN_FUSIONS: dict[str, str] = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 # mallopt(3) parameters from glibc's malloc.h, and the values we set.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -2, -3, -8
