@@ -45,6 +45,7 @@ def get_config():
         s.boundaries = (steps * 2 // 3,)
         s.warmup_steps = 20
         s.learning_rate = lr
+    config.eval.demo = True  # <workdir>/demo.mp4: the first val video with SSVD's boxes
     config.checkpoint.every_steps = 50
     config.log.every_steps = 10
     return config

@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 
 class Checkpointer:
@@ -70,6 +71,42 @@ class Checkpointer:
         )
         return restored["state"], restored["meta"]
 
+    def restore_variables(
+        self, expected: dict[str, Any], step: int | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Model variables ({'params', 'batch_stats'}) of a training-state or a converted
+        checkpoint, checked against `expected` (arrays or ShapeDtypeStructs, e.g. from
+        `jax.eval_shape` of the model's init); a training checkpoint's optimizer state is not
+        read. Raises ValueError naming the folder and the first mismatching keys."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        state_dir = os.path.join(self.directory, str(step), "state")
+        saved = ocp.StandardCheckpointHandler().metadata(epath.Path(state_dir)).tree
+        template = {k: v for k, v in expected.items() if k in saved or jax.tree.leaves(v)}
+        problems = structure_mismatches(
+            {k: saved.get(k, {}) for k in template},
+            template,
+        )
+        if problems:
+            raise ValueError(
+                f"{self.directory} (step {step}) does not hold this model's variables: "
+                + "; ".join(problems[:6])
+                + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
+            )
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item=jax.tree.map(ocp.utils.to_shape_dtype_struct, template),
+                    partial_restore=True,
+                ),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+        variables = {k: restored["state"].get(k, v) for k, v in expected.items()}
+        return variables, restored["meta"]
+
     def read_meta(self, step: int | None = None) -> dict[str, Any]:
         step = self.latest_step() if step is None else step
         if step is None:
@@ -85,3 +122,19 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def structure_mismatches(saved: Any, expected: Any) -> list[str]:
+    """'missing <key>', 'unexpected <key>' and '<key>: shape A, expected B' lines between two
+    trees of arrays / array metadata (anything with .shape and .dtype)."""
+    flat_saved = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(saved)}
+    flat_expected = {
+        jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(expected)
+    }
+    out = [f"missing {k}" for k in flat_expected if k not in flat_saved]
+    out += [f"unexpected {k}" for k in flat_saved if k not in flat_expected]
+    for k, want in flat_expected.items():
+        got = flat_saved.get(k)
+        if got is not None and tuple(got.shape) != tuple(want.shape):
+            out.append(f"{k}: shape {tuple(got.shape)}, expected {tuple(want.shape)}")
+    return out

@@ -28,6 +28,7 @@ from ssvd_jax.checkpoint import Checkpointer
 from ssvd_jax.models import detector as detector_lib
 from ssvd_jax.models import pwcnet as pwcnet_lib
 from ssvd_jax.models import ssvd as ssvd_lib
+from ssvd_jax.models.params import abstract_variables
 from ssvd_jax.ops import anchors as anchors_lib
 
 TorchNameFn = Callable[[str, tuple[str, ...]], str]
@@ -417,7 +418,7 @@ def convert_file(path: str, kind: str, config: Any) -> tuple[dict[str, Any], dic
     try:
         if kind == "ssvd":
             model = ssvd_lib.create_ssvd(config.model)
-            template = _eval_init(model, image, jax_shape((1, 2, size, size, 3)))
+            template = abstract_variables(model, image, jax_shape((1, 2, size, size, 3)))
             a = config.model.anchors
             cells = [
                 anchors_lib.cell_anchors(s, z, tuple(a.ratios), a.scales_per_octave)
@@ -426,10 +427,10 @@ def convert_file(path: str, kind: str, config: Any) -> tuple[dict[str, Any], dic
             variables = ssvd_from_torch(sd, template, cells)
         elif kind == "pwcnet":
             net = pwcnet_lib.PWCNet(config.model.pwc_channel_scale)
-            variables = pwcnet_from_torch(sd, _eval_init(net, image, image))
+            variables = pwcnet_from_torch(sd, abstract_variables(net, image, image))
         else:
             body = detector_lib.create_backbone(config.model.backbone)
-            variables = resnet_from_torch(sd, _eval_init(body, image), style="torchvision")
+            variables = resnet_from_torch(sd, abstract_variables(body, image), style="torchvision")
     except ConversionError as e:
         raise ConversionError(f"{path}: {e}") from e
     meta = {
@@ -443,10 +444,6 @@ def convert_file(path: str, kind: str, config: Any) -> tuple[dict[str, Any], dic
 
 def jax_shape(shape: tuple[int, ...]) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, jnp.float32)
-
-
-def _eval_init(model: Any, *inputs: Any) -> Any:
-    return jax.eval_shape(model.init, jax.random.key(0), *inputs)
 
 
 def run(config: Any, workdir: str, checkpoint_path: str, kind: str) -> str:

@@ -1,7 +1,12 @@
 """Online sliding-window inference (the paper's Algorithm 2) with a device-resident ring buffer.
 
-Each new frame runs the shared body and the FPNs exactly once; its features (and its normalised
-image, which PWC-Net needs) are written into a ring buffer of `buffer_size` slots per video.
+Each new frame runs the shared body and the FPNs exactly once; its features and the
+aggregation's per-frame work (`SSVD.frame_cache`: the PWC-Net extractor pyramid, the entry half of
+the sampling stream's offset predictor) are written into a ring buffer of `buffer_size` slots per
+video, so that per (reference, entry) pair only what depends on both frames runs: the PWC-Net
+decoders with their cost volumes, the offset predictor's lateral and prediction convs, the
+deformable conv. `cached=False` keeps the release's schedule of work instead (the normalised
+image is buffered and everything runs per pair): the reference implementation of the caches.
 For each reference frame the entries of its support schedule are gathered from the buffer and
 aggregated, the heads run, and the release's post-processing + late fusion give detections. One
 jit-compiled `step` does both (a push and a detection, each skipped by a mask when there is
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -79,6 +84,16 @@ def stream_order(outputs: dict[str, Any]) -> list[str]:
     return [s for s in ("single", "motion", "sample", "fused") if s in outputs]
 
 
+class Video(NamedTuple):
+    """One video for `OnlineEngine.run`: its normalised frames [S, S, 3] in order, its length,
+    its original frame size (W, H) and a key that comes back with its detections."""
+
+    frames: Iterable[np.ndarray]
+    length: int
+    size: tuple[int, int]
+    key: Any = None
+
+
 class OnlineEngine:
     """Algorithm 2 for a batch of `num_videos` videos processed in lockstep.
 
@@ -103,8 +118,10 @@ class OnlineEngine:
         nms_iou: float = 0.45,
         max_detections: int = 100,
         legacy_boxes: bool = True,
+        cached: bool = True,
     ):
         self.model = model
+        self.cached = cached
         self.variables = variables
         self.image_size = image_size
         self.schedule = schedule
@@ -129,55 +146,62 @@ class OnlineEngine:
         self._step = jax.jit(self._step_impl, donate_argnums=(1,))
 
     # ---- device state --------------------------------------------------------------------
+    def _frame_work(self, variables: Any, images_NxHxWx3: Array) -> dict[str, Any]:
+        """Everything computed once per frame: the body and FPN features and, when cached, the
+        aggregation's per-frame caches; else the normalised image (PWC-Net's input)."""
+        model = self.model
+
+        def work(m, x):
+            feats = m.frame_features(x)
+            if not self.cached:
+                return {"features": feats, "images": x}
+            return {"features": feats, "cache": m.frame_cache(x, feats)}
+
+        return model.apply(variables, images_NxHxWx3, method=work)
+
     def init_state(self) -> dict[str, Any]:
-        """Zeroed ring buffers: normalised images and every stream's P3..P6 features."""
+        """Zeroed ring buffers of `buffer_size` slots per video of everything `_frame_work`
+        returns."""
         s = self.image_size
         image = jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32)
-        feats = jax.eval_shape(
-            lambda v, x: self.model.apply(v, x, method=self.model.frame_features),
-            self.variables,
-            image,
-        )
+        shapes = jax.eval_shape(self._frame_work, self.variables, image)
         lead = (self.num_videos, self.buffer_size)
-        return {
-            "images": jnp.zeros((*lead, s, s, 3), jnp.float32),
-            "features": jax.tree.map(lambda a: jnp.zeros((*lead, *a.shape[1:]), a.dtype), feats),
-        }
+        return jax.tree.map(lambda a: jnp.zeros((*lead, *a.shape[1:]), a.dtype), shapes)
+
+    def buffer_bytes(self) -> int:
+        """Device memory held by the ring buffers."""
+        s = self.image_size
+        image = jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32)
+        shapes = jax.eval_shape(self._frame_work, self.variables, image)
+        per_slot = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(shapes))
+        return per_slot * self.num_videos * self.buffer_size
 
     def _step_impl(self, variables, state, new_images, push_slot, do_push, entry_slots, do_detect):
         model = self.model
         videos = jnp.arange(self.num_videos)
 
         def push(state):
-            feats = model.apply(variables, new_images, method=model.frame_features)
+            new = self._frame_work(variables, new_images)
 
-            def write(buffer, new):
-                mask = do_push.reshape((-1,) + (1,) * (new.ndim - 1))
+            def write(buffer, value):
+                mask = do_push.reshape((-1,) + (1,) * (value.ndim - 1))
                 old = buffer[videos, push_slot]
-                return buffer.at[videos, push_slot].set(jnp.where(mask, new, old))
+                return buffer.at[videos, push_slot].set(jnp.where(mask, value, old))
 
-            return {
-                "images": write(state["images"], new_images),
-                "features": jax.tree.map(write, state["features"], feats),
-            }
+            return jax.tree.map(write, state, new)
 
         state = jax.lax.cond(jnp.any(do_push), push, lambda s: s, state)
 
         def detect(state):
-            def gather(buffer):
-                return buffer[videos[:, None], entry_slots]
-
-            entry_images = gather(state["images"])
-            entry_feats = jax.tree.map(gather, state["features"])
-            ref_feats = jax.tree.map(lambda x: x[:, 0], entry_feats)
-            aggregated = model.apply(
-                variables,
-                entry_images[:, 0],
-                entry_images,
-                ref_feats,
-                entry_feats,
-                method=model.aggregate,
-            )
+            entries = jax.tree.map(lambda buffer: buffer[videos[:, None], entry_slots], state)
+            reference = jax.tree.map(lambda x: x[:, 0], entries)  # entry 0 is the reference
+            if self.cached:
+                args = (None, None, reference["features"], entries["features"],
+                        reference["cache"], entries["cache"])  # fmt: skip
+            else:
+                args = (reference["images"], entries["images"], reference["features"],
+                        entries["features"])  # fmt: skip
+            aggregated = model.apply(variables, *args, method=model.aggregate)
             outputs = model.apply(variables, aggregated, method=model.heads)
             return self._detect([outputs[name] for name in stream_order(outputs)])
 
@@ -204,56 +228,111 @@ class OnlineEngine:
         )
 
     # ---- host-side driver ----------------------------------------------------------------
-    def run(
-        self, videos: list[Iterable[np.ndarray]], lengths: list[int], original_sizes: list
-    ) -> Iterator[tuple[int, int, postprocess.Detections]]:
-        """Detect every frame of up to `num_videos` videos.
+    def run(self, videos: Iterable[Video]) -> Iterator[tuple[Any, int, postprocess.Detections]]:
+        """Detect every frame of every video, `num_videos` at a time (throughput mode).
 
-        videos[v] yields normalised frames [S, S, 3] in order; original_sizes[v] = (W, H).
-        Yields (video, frame, detections) as each reference frame is done, boxes in original
-        frame pixels (multiplied by W/S, H/S as the release's BoxList.resize does).
+        Each engine slot takes the next video as soon as its current one is done, so a long
+        video does not hold the other slots idle. Yields (key, frame, detections) as each
+        reference frame is done, boxes in original frame pixels (multiplied by W/S and H/S as
+        the release's BoxList.resize does).
         """
-        n = len(videos)
-        if n > self.num_videos:
-            raise ValueError(f"engine was built for {self.num_videos} videos, got {n}")
-        entries = [
-            schedule_entries(L, self.schedule, self.num_supports, self.half_window) for L in lengths
-        ]
-        iters = [iter(v) for v in videos]
-        state = self.init_state()
+        pending = iter(videos)
         s = self.image_size
-        pushed = [0] * n
-        detected = [0] * n
-        while any(detected[v] < lengths[v] for v in range(n)):
+        slots: list[dict[str, Any] | None] = [None] * self.num_videos
+
+        def take_next(v: int) -> None:
+            video = next(pending, None)
+            if video is None:
+                slots[v] = None
+                return
+            if video.length < 1:
+                raise ValueError(f"video {video.key!r} has no frames")
+            w, h = video.size
+            slots[v] = dict(
+                video=video,
+                frames=iter(video.frames),
+                entries=schedule_entries(
+                    video.length, self.schedule, self.num_supports, self.half_window
+                ),
+                scale=np.array([w / s, h / s, w / s, h / s], np.float32),
+                pushed=0,
+                detected=0,
+            )
+
+        for v in range(self.num_videos):
+            take_next(v)
+        state = self.init_state()
+        while any(slot is not None for slot in slots):
             new_images = np.zeros((self.num_videos, s, s, 3), np.float32)
             push_slot = np.zeros(self.num_videos, np.int64)
             do_push = np.zeros(self.num_videos, bool)
             entry_slots = np.zeros((self.num_videos, self.num_entries), np.int64)
             do_detect = np.zeros(self.num_videos, bool)
-            refs = [-1] * n
-            for v in range(n):
-                if pushed[v] < lengths[v]:
-                    frame = next(iters[v], None)
+            refs = [-1] * self.num_videos
+            for v, slot in enumerate(slots):
+                if slot is None:
+                    continue
+                length = slot["video"].length
+                if slot["pushed"] < length:
+                    frame = next(slot["frames"], None)
                     if frame is None:
-                        raise ValueError(f"video {v} ended after {pushed[v]} of {lengths[v]}")
+                        raise ValueError(
+                            f"video {slot['video'].key!r} ended after {slot['pushed']} of "
+                            f"{length} frames"
+                        )
                     new_images[v] = frame
-                    push_slot[v] = pushed[v] % self.buffer_size
+                    push_slot[v] = slot["pushed"] % self.buffer_size
                     do_push[v] = True
-                    pushed[v] += 1
-                r = detected[v]
-                if r < lengths[v] and entries[v][r].max() < pushed[v]:
-                    entry_slots[v] = entries[v][r] % self.buffer_size
+                    slot["pushed"] += 1
+                r = slot["detected"]
+                entries = slot["entries"][r]
+                # Ready once its last entry is in; its first is still in the ring (the schedule
+                # spans at most buffer_size frames and detection keeps pace with the pushes).
+                if entries.max() < slot["pushed"]:
+                    entry_slots[v] = entries % self.buffer_size
                     do_detect[v] = True
                     refs[v] = r
-                    detected[v] += 1
+                    slot["detected"] += 1
             state, dets = self.step(state, new_images, push_slot, do_push, entry_slots, do_detect)
             if not do_detect.any():
                 continue
             dets = jax.tree.map(np.asarray, dets)
-            for v in range(n):
+            for v, slot in enumerate(slots):
                 if refs[v] < 0:
                     continue
-                w, h = original_sizes[v]
-                scale = np.array([w / s, h / s, w / s, h / s], np.float32)
                 one = jax.tree.map(lambda a, v=v: a[v], dets)
-                yield v, refs[v], one._replace(boxes=one.boxes * scale)
+                yield slot["video"].key, refs[v], one._replace(boxes=one.boxes * slot["scale"])
+                if slot["detected"] == slot["video"].length:
+                    take_next(v)
+
+
+def create_engine(
+    config: Any, model: Any, variables: Any, *, num_videos: int | None = None
+) -> OnlineEngine:
+    """The engine of a config's `eval`, `postprocess`, `data` and `model.anchors` sections.
+
+    A single-frame model aggregates nothing, so its schedule is the reference alone (no lag,
+    a one-slot buffer) whatever `eval.schedule` says.
+    """
+    ev, post = config.eval, config.postprocess
+    schedule, supports = ev.schedule, ev.num_supports
+    if getattr(model, "variant", None) == "single_frame":
+        schedule, supports = "paper", 0
+    half_window = ev.release_half_window if schedule == "release" else ev.paper_half_window
+    return OnlineEngine(
+        model,
+        variables,
+        image_size=config.data.image_size,
+        anchor_config=config.model.anchors,
+        num_classes=config.model.num_classes,
+        schedule=schedule,
+        num_supports=supports,
+        half_window=half_window,
+        num_videos=num_videos or ev.batch_videos,
+        score_threshold=post.score_threshold,
+        pre_nms_top_n=post.pre_nms_top_n,
+        nms_iou=post.nms_iou,
+        max_detections=post.max_detections,
+        legacy_boxes=post.legacy_boxes,
+        cached=ev.cached,
+    )

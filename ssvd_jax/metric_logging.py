@@ -1,5 +1,6 @@
 """Metric writers for training: CLU's default writer (TensorBoard + stdout) when it imports,
-and progress lines with steps/s and ETA.
+progress lines with steps/s and ETA, and progress bars for the other long loops (evaluation,
+demo, data generation).
 
 `clu.metric_writers` imports `tensorboard` at module level; where that package is missing the
 whole of `clu.metric_writers` (and `clu.periodic_actions`, which imports it) fails to import. So
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging as pylogging
 import os
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -100,6 +102,42 @@ class Progress:
         self._last_step, self._last_time = step, now
         eta = (self._total - step) / rate if rate > 0 else float("inf")
         return rate, eta
+
+
+class _LoggedProgress:
+    """A progress bar's interface for non-interactive output (logs, CI): one log line at most
+    every `interval` seconds and one at the end, with the rate and an ETA."""
+
+    def __init__(self, total: int, desc: str, unit: str, interval: float = 10.0):
+        self.total, self.desc, self.unit, self.interval = total, desc, unit, interval
+        self.n = 0
+        self._start = self._last = time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        if now - self._last >= self.interval or self.n == self.total:
+            self._last = now
+            rate = self.n / max(now - self._start, 1e-9)
+            eta = (self.total - self.n) / rate if rate > 0 else float("inf")
+            logging.info("%s: %d/%d %ss, %.2f %ss/s, ETA %s", self.desc, self.n, self.total,
+                         self.unit, rate, self.unit, format_eta(eta))  # fmt: skip
+
+    def __enter__(self) -> _LoggedProgress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+def progress_bar(total: int, desc: str, unit: str = "it") -> Any:
+    """A tqdm bar on a terminal, periodic log lines otherwise; use as a context manager and
+    call `.update(n)`."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+    return _LoggedProgress(total, desc, unit)
 
 
 def format_eta(seconds: float) -> str:

@@ -3,22 +3,30 @@ and write a summary table of their final metrics.
 
 A config file defines `def sweep(add, name)`; each `add(**{"a.b": value, ...})` call (optionally
 with `name="..."`) is one point: the base config (with any command-line overrides) with those
-fields replaced. Point i trains in `<workdir>/<i>_<name>`; a point whose `summary.json` exists is
-finished and skipped (an interrupted point resumes from its checkpoints). The table goes to
-`<workdir>/sweep_<sweep name>.md` and `.csv`.
+fields replaced. Point i trains (and, with `eval.after_training`, evaluates) in
+`<workdir>/<i>_<name>`; a point whose `summary.json` exists is finished and skipped (an
+interrupted point resumes from its checkpoints). Points that differ from an earlier point only
+in `eval.*` fields (Table V: the number of supports at inference) do not train again: they
+evaluate that point's checkpoints into their own folder. The table (final training losses, mAP
+overall and by motion speed) goes to `<workdir>/sweep_<sweep name>.md` and `.csv`, rewritten
+atomically after every point.
 """
 
 from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import os
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
 from absl import logging
+
+from ssvd_jax.evaluation.results import atomic_write_text
 
 
 def load_config_module(config_path: str) -> Any:
@@ -74,6 +82,10 @@ def _row(point: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
         for key, value in (s.get("final") or {}).items():
             if key == "loss" or key.endswith("/cls") or key.endswith("/box"):
                 row[f"{phase} {key}"] = round(value, 5)
+    for phase, e in summary.get("eval", {}).items():
+        for key in ("mAP", "mAP_slow", "mAP_medium", "mAP_fast"):
+            value = e.get(key)
+            row[f"{phase} {key}"] = "" if value is None or value != value else round(value, 4)
     row["seconds"] = round(summary.get("seconds", 0.0), 1)
     return row
 
@@ -86,16 +98,22 @@ def write_table(rows: list[dict[str, Any]], workdir: str, sweep_name: str) -> tu
     columns.append("seconds")
     md_path = os.path.join(workdir, f"sweep_{sweep_name}.md")
     csv_path = os.path.join(workdir, f"sweep_{sweep_name}.csv")
-    with open(md_path, "w") as f:
-        f.write("| " + " | ".join(columns) + " |\n")
-        f.write("|" + "---|" * len(columns) + "\n")
-        for row in rows:
-            f.write("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |\n")
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    md = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    md += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |"
+           for row in rows]  # fmt: skip
+    atomic_write_text(md_path, "\n".join(md) + "\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(csv_path, buffer.getvalue())
     return md_path, csv_path
+
+
+def _training_key(overrides: dict[str, Any]) -> str:
+    """What a point's training depends on: its overrides outside the `eval` section."""
+    return json.dumps({k: v for k, v in overrides.items() if not k.startswith("eval.")},
+                      sort_keys=True, default=str)  # fmt: skip
 
 
 def run(
@@ -104,28 +122,42 @@ def run(
     config_path: str,
     sweep_name: str,
     train_fn: Callable[[Any, str], dict[str, Any]] | None = None,
+    eval_fn: Callable[[Any, str, str], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train every point of the sweep (skipping finished ones) and write the table."""
-    if train_fn is None:
-        from ssvd_jax import train
+    """Train (and evaluate) every point of the sweep, skipping finished ones; write the table.
 
-        train_fn = train.train_and_evaluate
+    train_fn(config, point_dir) -> summary and eval_fn(config, trained_dir, point_dir) ->
+    summary default to `train.train_and_evaluate` and an evaluation of `trained_dir`'s phases
+    into `point_dir`.
+    """
+    from ssvd_jax import train
+
+    train_fn = train_fn or train.train_and_evaluate
+    eval_fn = eval_fn or _evaluate_trained_point
     module = load_config_module(config_path)
     if not hasattr(module, "sweep"):
         raise ValueError(f"{config_path} defines no sweep(add, name)")
     points = collect_points(module.sweep, sweep_name)
     os.makedirs(workdir, exist_ok=True)
     rows = []
+    trained: dict[str, str] = {}  # training key -> the point folder that trained it
     for i, point in enumerate(points):
         point_dir = _point_dir(workdir, i, point["name"])
         summary_path = os.path.join(point_dir, "summary.json")
+        key = _training_key(point["overrides"])
+        point_config = apply_overrides(config, point["overrides"])
         if os.path.exists(summary_path):
             logging.info("sweep point %s: finished, skipping", point["name"])
             with open(summary_path) as f:
                 summary = json.load(f)
+        elif key in trained:
+            logging.info("sweep point %d/%d: %s (evaluating the checkpoints of %s)",
+                         i + 1, len(points), point["name"], trained[key])  # fmt: skip
+            summary = eval_fn(point_config, trained[key], point_dir)
         else:
             logging.info("sweep point %d/%d: %s", i + 1, len(points), point["name"])
-            summary = train_fn(apply_overrides(config, point["overrides"]), point_dir)
+            summary = train_fn(point_config, point_dir)
+        trained.setdefault(key, summary.get("trained_in", point_dir))
         rows.append(_row(point, summary))
         write_table(rows, workdir, sweep_name)  # a partial table survives an interruption
     md_path, csv_path = write_table(rows, workdir, sweep_name)
@@ -133,3 +165,20 @@ def run(
         print(f.read())
     print(f"wrote {md_path} and {csv_path}")
     return rows
+
+
+def _evaluate_trained_point(config: Any, trained_dir: str, point_dir: str) -> dict[str, Any]:
+    """A point that shares an earlier point's training: that point's phase summaries, this
+    point's evaluation of its checkpoints; written to `<point_dir>/summary.json`."""
+    from ssvd_jax import train
+
+    with open(os.path.join(trained_dir, "summary.json")) as f:
+        base = json.load(f)
+    start = time.time()
+    summary = {"phases": base["phases"], "variant": base.get("variant"), "trained_in": trained_dir}
+    os.makedirs(point_dir, exist_ok=True)
+    if config.eval.after_training:
+        summary.update(train.evaluate_trained(config, trained_dir, config.train.phases, point_dir))
+    summary["seconds"] = time.time() - start
+    atomic_write_text(os.path.join(point_dir, "summary.json"), json.dumps(summary, indent=1))
+    return summary

@@ -40,7 +40,9 @@ from flax import traverse_util
 from jax import lax
 
 from ssvd_jax import metric_logging
+from ssvd_jax import workdir as workdir_lib
 from ssvd_jax.checkpoint import Checkpointer
+from ssvd_jax.evaluation import results
 from ssvd_jax.models import detector as detector_lib
 from ssvd_jax.models import ssvd as ssvd_lib
 from ssvd_jax.models.params import init_variables
@@ -440,8 +442,8 @@ def prepare_data(config: Any, workdir: str) -> str:
     from input_pipeline import builders, synthetic
 
     data = config.data
-    root = data.root or os.path.join(workdir, "data", "ILSVRC2015")
-    tfds_dir = data.tfds_dir or os.path.join(workdir, "data", "tfds")
+    root = workdir_lib.data_root(config, workdir)
+    tfds_dir = workdir_lib.tfds_dir(config, workdir)
     if data.source == "synthetic" and not os.path.exists(root):
         s = data.synthetic
         logging.info("generating the synthetic dataset into %s", root)
@@ -564,7 +566,7 @@ def _phase_variables(
         report["backbone"] = "resnet_checkpoint"
     if phase == "phase2":
         # Phase 1 may have run in this command or an earlier one with the same workdir.
-        ckpt = Checkpointer(os.path.join(workdir, "phase1", "checkpoints"), async_save=False)
+        ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir, "phase1"), async_save=False)
         if ckpt.latest_step() is not None:
             template = jax.eval_shape(lambda: _state_dict(_new_state(config, "phase1")[0]))
             restored, _ = ckpt.restore(template)
@@ -692,12 +694,12 @@ def train_phase(
 ) -> dict[str, Any]:
     """Train one phase to `config.schedule.<phase>.steps`, resuming from the latest checkpoint
     in `<workdir>/<phase>/checkpoints`; returns the phase summary (first/final metrics)."""
-    phase_dir = os.path.join(workdir, phase)
+    phase_dir = workdir_lib.phase_dir(workdir, phase)
     os.makedirs(phase_dir, exist_ok=True)
     total = int(config.schedule[phase].steps)
     is_chief = jax.process_index() == 0
     ckpt = Checkpointer(
-        os.path.join(phase_dir, "checkpoints"),
+        workdir_lib.checkpoint_dir(workdir, phase),
         max_to_keep=config.checkpoint.max_to_keep,
         async_save=config.checkpoint.async_save,
     )
@@ -815,9 +817,10 @@ def _train_loop(
 
 
 def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
-    """Run the configured phases (skipping finished ones, resuming an interrupted one) and write
-    `<workdir>/summary.json`: per phase the first and final (windowed) metrics. Evaluation
-    (mAP) is not part of this driver yet."""
+    """Run the configured phases (skipping finished ones, resuming an interrupted one), then
+    (`eval.after_training`) evaluate each trained phase on `eval.split` and (`eval.demo`) draw
+    the first evaluated video; write `<workdir>/summary.json`: per phase the first and final
+    (windowed) training metrics and the evaluation's mAP overall and by motion speed."""
     initialize_distributed(config.distributed)
     os.makedirs(workdir, exist_ok=True)
     t0 = time.time()
@@ -833,20 +836,52 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
     summary: dict[str, Any] = {"phases": {}}
     with _SigtermFlag() as sigterm:
         for phase in config.train.phases:
-            if phase not in ("phase1", "phase2"):
+            if phase not in workdir_lib.PHASES:
                 raise ValueError(f"unknown phase {phase!r}: 'phase1' or 'phase2'")
             summary["phases"][phase] = train_phase(config, workdir, phase, data_dir, sigterm)
-    summary["seconds"] = time.time() - t0
+    summary["train_seconds"] = time.time() - t0
     summary["variant"] = config.model.variant
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=1)
+        if config.eval.after_training:
+            summary.update(evaluate_trained(config, workdir, config.train.phases))
+        summary["seconds"] = time.time() - t0
+        results.atomic_write_text(
+            os.path.join(workdir, "summary.json"), json.dumps(summary, indent=1)
+        )
         print(format_summary(summary))
     return summary
 
 
+def evaluate_trained(
+    config: Any, workdir: str, phases: Sequence[str], out_workdir: str | None = None
+) -> dict[str, Any]:
+    """The evaluation part of a run's summary: {'eval': {phase: headline metrics}} and, with
+    `eval.demo`, {'demo': stats} of the last phase's model on the first evaluated video."""
+    from ssvd_jax import evaluate
+
+    out: dict[str, Any] = {}
+    summaries = evaluate.evaluate_workdir(config, workdir, phases, out_workdir=out_workdir)
+    keys = ("mAP", "mAP_slow", "mAP_medium", "mAP_fast", "frames_per_second")
+    out["eval"] = {
+        phase: dict({k: s.get(k) for k in keys}, variant=s["settings"]["variant"])
+        for phase, s in summaries.items()
+    }
+    if config.eval.demo:
+        folder = workdir_lib.checkpoint_dir(workdir, list(summaries)[-1])
+        output = os.path.join(out_workdir or workdir, "demo.mp4")
+        out["demo"] = evaluate.demo(
+            config, folder, evaluate.first_video_folder(config, workdir), output
+        )
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None or v != v else f"{100 * v:.1f}"
+
+
 def format_summary(summary: dict[str, Any]) -> str:
-    lines = [f"training finished in {summary['seconds']:.0f}s"]
+    seconds = summary.get("seconds", summary.get("train_seconds", 0.0))
+    lines = [f"finished in {seconds:.0f}s (training {summary.get('train_seconds', 0.0):.0f}s)"]
     for phase, s in summary["phases"].items():
         if not s:
             continue
@@ -856,4 +891,11 @@ def format_summary(summary: dict[str, Any]) -> str:
             if k == "loss" or k.endswith("/cls") or k.endswith("/box")
         )
         lines.append(f"{phase} ({s['steps']} steps): {terms}")
+    for phase, e in summary.get("eval", {}).items():
+        lines.append(
+            f"{phase} {e['variant']} mAP {_pct(e['mAP'])}% (slow {_pct(e['mAP_slow'])}, medium "
+            f"{_pct(e['mAP_medium'])}, fast {_pct(e['mAP_fast'])})"
+        )
+    if "demo" in summary:
+        lines.append(f"demo video: {summary['demo']['output']}")
     return "\n".join(lines)

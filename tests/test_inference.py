@@ -2,9 +2,9 @@
 
 The release's schedule is checked against a simulation of its own buffer logic (a deque of 2R+1
 feature entries filled as `compute_on_dataset` does, REFERENCE_SPEC §1.2-1.3). The engine runs a
-tiny two-stream SSVD over two videos at once (lengths 13 and 5), must run the body exactly once
-per frame, detect every frame exactly once, and give the same detections as the model's direct
-forward on the same entries.
+tiny two-stream SSVD over three videos (lengths 13, 5 and 1) in two slots (the third takes the
+slot of the second when it is done), must run the body exactly once per frame, detect every frame
+exactly once, and give the same detections as the model's direct forward on the same entries.
 """
 
 import collections
@@ -90,23 +90,28 @@ def engine_setup():
     rng = np.random.default_rng()
     x = jnp.zeros((1, SIZE, SIZE, 3), jnp.float32)
     variables = init_variables(model, x, jnp.zeros((1, 2, SIZE, SIZE, 3)), seed=3)
-    videos = [
-        rng.uniform(-100, 100, (length, SIZE, SIZE, 3)).astype(np.float32) for length in (13, 5)
-    ]
+    lengths, sizes = (13, 5, 1), [(SIZE * 2, SIZE), (SIZE, SIZE), (SIZE, SIZE * 2)]
+    videos = [rng.uniform(-100, 100, (n, SIZE, SIZE, 3)).astype(np.float32) for n in lengths]
     post = dict(score_threshold=0.005, pre_nms_top_n=50, nms_iou=0.45, max_detections=20)
     engine = inference.OnlineEngine(
         model, variables, image_size=SIZE, anchor_config=config.model.anchors, num_classes=30,
         num_videos=2, **post,
     )  # fmt: skip
-    results = list(engine.run(videos, [13, 5], [(SIZE * 2, SIZE), (SIZE, SIZE)]))
+    results = list(
+        engine.run(
+            inference.Video(iter(v), len(v), size, key=i)
+            for i, (v, size) in enumerate(zip(videos, sizes, strict=True))
+        )
+    )
     return config, model, variables, videos, engine, results, post
 
 
 def test_engine_runs_each_body_once_and_detects_every_frame(engine_setup):
     _, _, _, _, engine, results, _ = engine_setup
-    assert engine.frames_pushed == 13 + 5
+    assert engine.frames_pushed == 13 + 5 + 1
     done = collections.Counter((v, t) for v, t, _ in results)
-    assert sorted(done) == [(0, t) for t in range(13)] + [(1, t) for t in range(5)]
+    want = [(0, t) for t in range(13)] + [(1, t) for t in range(5)] + [(2, 0)]
+    assert sorted(done) == want
     assert set(done.values()) == {1}
 
 
@@ -122,7 +127,7 @@ def test_engine_equals_direct_forward(engine_setup):
             [out["motion"], out["sample"]], anchors, SIZE, 30, legacy=True, **post
         )
 
-    for v, t in [(0, 0), (0, 6), (0, 12), (1, 2)]:
+    for v, t in [(0, 0), (0, 6), (0, 12), (1, 2), (2, 0)]:
         frames = videos[v]
         entries = inference.release_entries(len(frames))[t]
         want = jax.tree.map(
@@ -133,7 +138,9 @@ def test_engine_equals_direct_forward(engine_setup):
         np.testing.assert_array_equal(got.valid, want.valid)
         np.testing.assert_array_equal(got.labels, want.labels)
         np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
-        scale = np.array([2.0, 1.0, 2.0, 1.0]) if v == 0 else 1.0  # original size (128, 64)
+        scale = np.array(
+            [[2.0, 1.0, 2.0, 1.0], [1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 1.0, 2.0]][v]
+        )  # original sizes (128, 64), (64, 64), (64, 128)
         np.testing.assert_allclose(got.boxes, want.boxes * scale, atol=1e-3)
 
 

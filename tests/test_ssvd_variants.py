@@ -136,3 +136,41 @@ def test_sampling_v2_and_mean_aggregation_train():
     assert np.isfinite(float(loss))
     for name in ("sup_conv_d1", "sup_conv_d2", "sup_conv_d3", "offset_pred"):
         assert float(optax.global_norm(grads["sample_block"][name])) > 0, name
+
+
+def test_bfloat16_training_gradients_follow_float32():
+    """Mixed-precision training (model.dtype bfloat16): float32 params, loss and gradients; the
+    loss within 2% of float32's and the gradient pointing the same way (cosine >= 0.95).
+    Measured on this random tiny model: loss 0.4% off, gradient 18% off in relative L2 norm,
+    almost all of it in the sampling stream, whose random offsets of ~10 px over steep random
+    features turn 1% offset rounding into large changes of the sampled gradients (the motion
+    stream's gradients are within 2%)."""
+    rng = np.random.default_rng()
+    batch = _batch(rng)
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        config = _config("two_stream")
+        config.model.dtype = dtype
+        model = ssvd_lib.create_ssvd(config.model)
+        if dtype == "float32":
+            variables = init_variables(model, batch["images"], batch["supports"])
+        anchors = jnp.asarray(
+            train.all_anchors(detector_lib.anchors_for(SIZE, config.model.anchors))
+        )
+        settings = train.loss_settings_from_config(config)
+        (loss, _), grads = jax.jit(
+            jax.value_and_grad(train.batch_loss, has_aux=True), static_argnums=(2, 5)
+        )(variables["params"], variables["batch_stats"], model.apply, batch, anchors, settings)
+        results[dtype] = (loss, grads)
+    (loss32, g32), (loss16, g16) = results["float32"], results["bfloat16"]
+    assert loss16.dtype == jnp.float32
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(g16))
+    np.testing.assert_allclose(float(loss16), float(loss32), rtol=0.02)
+    pairs = zip(jax.tree.leaves(g16), jax.tree.leaves(g32), strict=True)
+    dot = sum(jnp.vdot(a, b) for a, b in pairs)
+    cosine = float(dot) / float(optax.global_norm(g16) * optax.global_norm(g32))
+    assert cosine >= 0.95, cosine
+    motion = optax.global_norm(
+        jax.tree.map(lambda a, b: a - b, g16["motion_subnets"], g32["motion_subnets"])
+    )
+    assert float(motion) <= 0.05 * float(optax.global_norm(g32["motion_subnets"]))

@@ -23,6 +23,7 @@ config.data.image_size = 64
 config.data.root, config.data.tfds_dir, workdir = sys.argv[1], sys.argv[2], sys.argv[3]
 config.train.phases = ("phase1",)
 config.schedule.phase1.steps = 3
+config.eval.after_training = False
 config.distributed.coordinator_address = sys.argv[4]
 config.distributed.num_processes = 2
 config.distributed.process_id = int(sys.argv[5])

@@ -18,3 +18,10 @@ def init_variables(model: nn.Module, *example_inputs: Any, seed: int = 0, **kwar
     """Jitted `model.init` with an rbg key; `example_inputs` only give shapes and dtypes."""
     key = jax.random.key(seed, impl="rbg")
     return jax.jit(lambda k, *a: model.init(k, *a, **kwargs))(key, *example_inputs)
+
+
+def abstract_variables(model: nn.Module, *example_inputs: Any, **kwargs: Any):
+    """The variables' shapes and dtypes (ShapeDtypeStructs) without computing any of them."""
+    return jax.eval_shape(
+        lambda k, *a: model.init(k, *a, **kwargs), jax.random.key(0), *example_inputs
+    )

@@ -140,8 +140,10 @@ class Decoder(nn.Module):
 class PWCNet(nn.Module):
     """(first, second) normalised images [N,H,W,3] -> {'P3'..'P6': flow [N,h,w,2]} (+ raw flows).
 
-    `__call__` takes the images; `from_pyramids` takes precomputed extractor pyramids, so that
-    an inference engine can extract each frame's pyramid once and reuse it for every pair.
+    `__call__` takes the images. `extract` and `from_pyramids` split it into the per-image part
+    (the extractor pyramid, levels 2..6: all the decoders read) and the per-pair part (the cost
+    volumes and decoders), so that an inference engine can extract each frame's pyramid once
+    and reuse it for every pair the frame is in.
     """
 
     channel_scale: float = 1.0  # < 1 only for tiny test models; the release is 1.0
@@ -156,19 +158,23 @@ class PWCNet(nn.Module):
         self.moduleThr = Decoder(3, cs, dt)
         self.moduleTwo = Decoder(2, cs, dt)
 
-    def extract(self, images_NxHxWx3: Array) -> list[Array]:
+    def extract(self, images_NxHxWx3: Array) -> dict[str, Array]:
         """The release's input (normalised image / 255), 2x2 average-pooled, through the
-        extractor: levels 1..6."""
+        extractor: {'L2'..'L6': features} (level 1 feeds level 2 only and is not kept)."""
         x = images_NxHxWx3.astype(jnp.float32) / 255.0
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-        return self.moduleExtractor(x)
+        pyramid = self.moduleExtractor(x)
+        return {f"L{level}": pyramid[level - 1] for level in range(2, 7)}
 
-    def from_pyramids(self, pyramid1: list[Array], pyramid2: list[Array]) -> dict[str, Array]:
+    def from_pyramids(
+        self, pyramid1: dict[str, Array], pyramid2: dict[str, Array]
+    ) -> dict[str, Array]:
+        """Flows from the first to the second image of each pair, given their pyramids."""
         previous = None
         raw = {}
         for level in (6, 5, 4, 3, 2):
             decoder = getattr(self, f"module{LEVEL_NAMES[level - 1]}")
-            previous = decoder(pyramid1[level - 1], pyramid2[level - 1], previous)
+            previous = decoder(pyramid1[f"L{level}"], pyramid2[f"L{level}"], previous)
             raw[f"L{level}"] = previous[0].astype(jnp.float32)
         flows = {p: raw[f"L{level}"] * FLOW_SCALES[level] for p, level in OUTPUT_LEVELS.items()}
         flows["raw"] = raw

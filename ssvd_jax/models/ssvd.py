@@ -15,9 +15,10 @@ Inputs are release-normalised BGR images: the reference [B,H,W,3] and the entrie
 [B,E,H,W,3]. `__call__(reference, supports)` aggregates over [reference, *supports] when
 `include_reference` (the release's inference makes the reference entry 0 of its 7; the paper's
 sums over tau = -K..K include it too), so training (2 supports) and inference (6 supports) see
-the same kind of aggregation. Per-frame work (`frame_features`) and per-reference work
-(`aggregate`, `heads`) are separate methods so that an online engine can compute each frame's
-features once. Intermediates are sown into the 'intermediates' collection for parity checks.
+the same kind of aggregation. Per-frame work (`frame_features`, `frame_cache`) and
+per-reference work (`aggregate`, `heads`) are separate methods so that an online engine can
+compute each frame's features, PWC-Net pyramid and offset-predictor half once. Intermediates
+are sown into the 'intermediates' collection for parity checks.
 
 Parameter names mirror the release's modules (`backbone`, `motion_fpn`, `flownet`,
 `motion_subnets`, `sample_fpn`, `sample_block`, `sample_subnets`).
@@ -44,6 +45,11 @@ from ssvd_jax.models.streams import (
 )
 
 Array = jax.Array
+
+
+def _merge(x_BxEx: Array) -> Array:
+    return x_BxEx.reshape(-1, *x_BxEx.shape[2:])
+
 
 VARIANTS = (
     "single_frame",
@@ -92,6 +98,7 @@ class SSVD(nn.Module):
     include_reference: bool = True
     pwc_channel_scale: float = 1.0
     dtype: Any = jnp.float32
+    flow_dtype: Any = jnp.float32  # PWC-Net's compute dtype (see create_ssvd)
 
     def setup(self) -> None:
         use_motion, use_sampling = variant_streams(self.variant)
@@ -112,7 +119,7 @@ class SSVD(nn.Module):
             return
         if use_motion:
             self.motion_fpn = FPN(self.fpn_channels, self.dtype)
-            self.flownet = PWCNet(self.pwc_channel_scale, self.dtype)
+            self.flownet = PWCNet(self.pwc_channel_scale, self.flow_dtype)
         if use_sampling:
             self.sample_fpn = FPN(self.fpn_channels, self.dtype)
             self.sample_block = SamplingBlock(
@@ -146,29 +153,64 @@ class SSVD(nn.Module):
                 self.sow("intermediates", f"{stream}_fpn_{level}", x)
         return out
 
+    def frame_cache(
+        self, images_NxHxWx3: Array, features: dict[str, dict[str, Array]]
+    ) -> dict[str, Any]:
+        """The aggregation's per-frame work, for an engine to compute once per frame: the
+        PWC-Net extractor pyramid {'pwc': {'L2'..'L6'}} and the entry half of the offset
+        predictor {'offset_entry': {level: (...)}} (`SamplingBlock.entry_half`)."""
+        if self.variant == "single_frame":
+            return {}
+        use_motion, use_sampling = variant_streams(self.variant)
+        out: dict[str, Any] = {}
+        if use_motion:
+            out["pwc"] = self.flownet.extract(images_NxHxWx3)
+        if use_sampling:
+            out["offset_entry"] = {
+                lv: self.sample_block.entry_half(features["sample"][lv], lv) for lv in LEVELS
+            }
+        return out
+
     # ---- per reference frame ---------------------------------------------------------------
     def aggregate(
         self,
-        reference_images_BxHxWx3: Array,
-        entry_images_BxExHxWx3: Array,
+        reference_images_BxHxWx3: Array | None,
+        entry_images_BxExHxWx3: Array | None,
         reference_features: dict[str, dict[str, Array]],
         entry_features: dict[str, dict[str, Array]],
+        reference_cache: dict[str, Any] | None = None,
+        entry_cache: dict[str, Any] | None = None,
     ) -> dict[str, dict[str, Array]]:
         """Aggregate the entries' features into the reference frame, per stream and level.
 
         reference_features[s][level] is [B,h,w,C]; entry_features[s][level] is [B,E,h,w,C].
+        With `reference_cache` / `entry_cache` (`frame_cache` of the reference [B, ...] and of
+        each entry [B,E,...]) the per-frame work is taken from them and the images are not
+        needed; without, everything is computed per (reference, entry) pair, as the release
+        does (the reference implementation of the cached path).
         """
         if self.variant == "single_frame":
             return {"single": reference_features["single"]}
         use_motion, use_sampling = variant_streams(self.variant)
-        b, e = entry_images_BxExHxWx3.shape[:2]
+        cached = entry_cache is not None
+        level_features = next(iter(entry_features.values()))["P3"]
+        b, e = level_features.shape[:2]
         out: dict[str, dict[str, Array]] = {}
         flows = None
         if use_motion:
-            ref = jnp.broadcast_to(
-                reference_images_BxHxWx3[:, None], entry_images_BxExHxWx3.shape
-            ).reshape(b * e, *entry_images_BxExHxWx3.shape[2:])
-            pwc = self.flownet(ref, entry_images_BxExHxWx3.reshape(ref.shape))
+            if cached:
+                ref_pyr = {
+                    k: _merge(jnp.broadcast_to(x[:, None], (b, e, *x.shape[1:])))
+                    for k, x in reference_cache["pwc"].items()
+                }
+                pwc = self.flownet.from_pyramids(
+                    ref_pyr, {k: _merge(x) for k, x in entry_cache["pwc"].items()}
+                )
+            else:
+                ref = jnp.broadcast_to(
+                    reference_images_BxHxWx3[:, None], entry_images_BxExHxWx3.shape
+                )
+                pwc = self.flownet(_merge(ref), _merge(entry_images_BxExHxWx3))
             flows = {lv: pwc[lv].reshape(b, e, *pwc[lv].shape[1:]) for lv in LEVELS}
             for name, raw in pwc["raw"].items():
                 self.sow("intermediates", f"pwc_raw_flow_{name}", raw)
@@ -189,6 +231,7 @@ class SSVD(nn.Module):
                     entry_features["sample"][level],
                     level,
                     base,
+                    entry_cache["offset_entry"][level] if cached else None,
                 )
                 self.sow("intermediates", f"sample_offset_pred_{level}", res["pred"])
                 self.sow("intermediates", f"sample_dcn_out_{level}", res["sampled"])
@@ -260,4 +303,5 @@ def create_ssvd(model_config: Any) -> SSVD:
         include_reference=model_config.include_reference,
         pwc_channel_scale=model_config.pwc_channel_scale,
         dtype=dtype,
+        flow_dtype=jnp.dtype(model_config.flow_dtype or model_config.dtype),
     )

@@ -96,36 +96,90 @@ class SamplingBlock(nn.Module):
         )
         self.sample_conv = KernelParam((3, 3, c, c))
 
-    def _v1_chain(self, x: Array, level: str) -> Array:
-        height, width = x.shape[1:3]
+    def _v1_linear(self, x: Array, kernel1: Array, level: str) -> tuple[Array, Array, Array]:
+        """conv1 (with `kernel1`) -> conv2 -> conv3, each at its own resolution: the linear
+        chain of the v1 predictor (no bias, no nonlinearity)."""
         low_level = LEVEL_INDEX[level] < 2
         stride, pad, dil = (2, 1, 1) if low_level else (1, 2, 2)
         dt = self.dtype
-        c1 = conv2d(x.astype(dt), self.off_conv1().astype(dt), padding=1)
+        c1 = conv2d(x.astype(dt), kernel1.astype(dt), padding=1)
         c2 = conv2d(c1, self.off_conv2().astype(dt), stride=stride, padding=pad, dilation=dil)
         c3 = conv2d(c2, self.off_conv3().astype(dt), stride=stride, padding=pad, dilation=dil)
-        if low_level:
+        return c1, c2, c3
+
+    def _v1_fuse(self, c1: Array, c2: Array, c3: Array, level: str) -> Array:
+        """ReLU(cat[c1, c2, c3]) with c2, c3 upsampled back to c1's size at P3/P4."""
+        height, width = c1.shape[1:3]
+        if LEVEL_INDEX[level] < 2:
             c2 = _crop(sampling.upsample_nearest(c2, 2), height, width)
             c3 = _crop(sampling.upsample_nearest(c3, 4), height, width)
         return nn.relu(jnp.concatenate([c1, c2, c3], axis=-1))
 
+    def _lateral_halves(self) -> tuple[Array, Array, Array]:
+        """v2: offset_lateral's kernel split into its [cur | d1 d2 d3] input halves, and bias."""
+        lateral = self.offset_lateral.variables["params"]
+        c = self.channels
+        return lateral["kernel"][:, :, :c], lateral["kernel"][:, :, c:], lateral["bias"]
+
+    def _v2_entry_branches(self, entry_NxHxWxC: Array) -> Array:
+        return nn.relu(
+            jnp.concatenate(
+                [
+                    self.sup_conv_d1(entry_NxHxWxC),
+                    self.sup_conv_d2(entry_NxHxWxC),
+                    self.sup_conv_d3(entry_NxHxWxC),
+                ],
+                axis=-1,
+            )
+        )
+
+    def _head(self, fused: Array) -> Array:
+        return self.offset_pred(nn.relu(self.offset_lateral(fused))).astype(jnp.float32)
+
     def predict(self, cur_NxHxWxC: Array, entry_NxHxWxC: Array, level: str) -> Array:
         """Offsets and weight logit [N,H,W,73] for (reference, entry) pairs."""
         if self.version == "1":
-            fused = self._v1_chain(jnp.concatenate([cur_NxHxWxC, entry_NxHxWxC], axis=-1), level)
+            x = jnp.concatenate([cur_NxHxWxC, entry_NxHxWxC], axis=-1)
+            fused = self._v1_fuse(*self._v1_linear(x, self.off_conv1(), level), level)
         else:
-            fused = nn.relu(
-                jnp.concatenate(
-                    [
-                        cur_NxHxWxC.astype(self.dtype),
-                        self.sup_conv_d1(entry_NxHxWxC),
-                        self.sup_conv_d2(entry_NxHxWxC),
-                        self.sup_conv_d3(entry_NxHxWxC),
-                    ],
-                    axis=-1,
-                )
+            fused = jnp.concatenate(
+                [nn.relu(cur_NxHxWxC.astype(self.dtype)), self._v2_entry_branches(entry_NxHxWxC)],
+                axis=-1,
             )
-        return self.offset_pred(nn.relu(self.offset_lateral(fused))).astype(jnp.float32)
+        return self._head(fused)
+
+    # ---- the same prediction in two halves (an inference engine's per-frame caches) --------
+    # v1: conv1 over [cur, entry] is conv1_cur(cur) + conv1_entry(entry), and conv2, conv3 and
+    # the upsampling are linear, so the whole chain splits into a reference half and an entry
+    # half that are added before the ReLU. v2: the lateral conv's input [ReLU(cur), ReLU(d*)]
+    # splits the same way, so even the lateral conv runs once per frame. Each half depends on
+    # one frame only: computed once per frame instead of once per (reference, entry) pair.
+    def reference_half(self, cur_NxHxWxC: Array, level: str) -> tuple[Array, ...]:
+        c = self.channels
+        if self.version == "1":
+            return self._v1_linear(cur_NxHxWxC, self.off_conv1()[:, :, :c], level)
+        kernel_cur, _, bias = self._lateral_halves()
+        dt = self.dtype
+        x = nn.relu(cur_NxHxWxC.astype(dt))
+        return (conv2d(x, kernel_cur.astype(dt), padding=1) + bias.astype(dt),)
+
+    def entry_half(self, entry_NxHxWxC: Array, level: str) -> tuple[Array, ...]:
+        c = self.channels
+        if self.version == "1":
+            return self._v1_linear(entry_NxHxWxC, self.off_conv1()[:, :, c:], level)
+        _, kernel_entry, _ = self._lateral_halves()
+        dt = self.dtype
+        x = self._v2_entry_branches(entry_NxHxWxC)
+        return (conv2d(x, kernel_entry.astype(dt), padding=1),)
+
+    def predict_from_halves(
+        self, reference_half: tuple[Array, ...], entry_half: tuple[Array, ...], level: str
+    ) -> Array:
+        """`predict` from the two halves ([N, ...] each, pairs aligned)."""
+        summed = [a + b for a, b in zip(reference_half, entry_half, strict=True)]
+        if self.version == "1":
+            return self._head(self._v1_fuse(*summed, level))
+        return self.offset_pred(nn.relu(summed[0])).astype(jnp.float32)
 
     def sample(self, entry_NxHxWxC: Array, offsets_NxHxWx72: Array) -> Array:
         """The deformable 3x3 conv (4 offset groups, no bias) on the entries' features."""
@@ -144,12 +198,22 @@ class SamplingBlock(nn.Module):
         entries_BxExHxWxC: Array,
         level: str,
         offset_base_BxExHxWx72: Array | None = None,
+        entry_halves: tuple[Array, ...] | None = None,
     ) -> dict[str, Array]:
         """Per-entry prediction and sampling. `offset_base` is added to the predicted offsets
-        (the motion-guided variant passes the flow there, so the predictor learns a residual)."""
+        (the motion-guided variant passes the flow there, so the predictor learns a residual).
+        `entry_halves` ([B,E,...] each, from `entry_half` of every entry) switch to the split
+        prediction: the reference half is computed here, once per reference."""
         b, e = entries_BxExHxWxC.shape[:2]
-        cur = jnp.broadcast_to(cur_BxHxWxC[:, None], entries_BxExHxWxC.shape)
-        pred = self.predict(_merge(cur), _merge(entries_BxExHxWxC), level)
+        if entry_halves is None:
+            cur = jnp.broadcast_to(cur_BxHxWxC[:, None], entries_BxExHxWxC.shape)
+            pred = self.predict(_merge(cur), _merge(entries_BxExHxWxC), level)
+        else:
+            ref_half = [
+                _merge(jnp.broadcast_to(r[:, None], (b, e, *r.shape[1:])))
+                for r in self.reference_half(cur_BxHxWxC, level)
+            ]
+            pred = self.predict_from_halves(ref_half, [_merge(h) for h in entry_halves], level)
         offsets = pred[..., :NUM_OFFSET_CHANNELS]
         if offset_base_BxExHxWx72 is not None:
             offsets = offsets + _merge(offset_base_BxExHxWx72)

@@ -1,0 +1,200 @@
+"""The evaluation job end to end on the tiny config and a tiny generated dataset.
+
+- A training run evaluates both phases (the phase-1 single-frame baseline and phase-2 SSVD) on
+  the val split with the online engine, writes devkit detections, JSON summaries and the
+  side-by-side table, and draws the first val video into demo.mp4 (as many frames as the video).
+- The written detections are exactly what `--mode=score` computes from that file.
+- `main.py --mode=eval` on the finished workdir reuses the identical evaluations instead of
+  detecting again; `--mode=eval --checkpoint=...` evaluates one folder; `--mode=demo` draws an
+  mp4 made here, frame count kept.
+- Checkpoints that hold no detector, or another model's variables, fail naming the folder.
+- A sweep whose points differ only in `eval.*` trains once and evaluates every point.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import tiny
+from ssvd_jax import evaluate, sweep, train, visualize
+from ssvd_jax import workdir as workdir_lib
+from ssvd_jax.evaluation import results, score
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SIZE = 64
+
+
+def _config(data_dir):
+    config = tiny.get_config()
+    config.data.image_size = SIZE
+    config.data.root = str(data_dir / "ILSVRC2015")
+    config.data.tfds_dir = str(data_dir / "tfds")
+    for phase in ("phase1", "phase2"):
+        config.schedule[phase].steps = 2
+    config.eval.demo = True
+    config.eval.demo_min_score = 0.0
+    # Two training steps leave every score near the heads' prior (0.01): keep them.
+    config.postprocess.score_threshold = 0.005
+    return config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("eval_data")
+    workdir = tmp_path_factory.mktemp("eval_run")
+    config = _config(data_dir)
+    summary = train.train_and_evaluate(config, str(workdir))
+    return config, workdir, summary
+
+
+def _main(*args, timeout=600):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--config=configs/tiny.py", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    return done
+
+
+def _config_flags(config, workdir):
+    return [
+        f"--workdir={workdir}", f"--config.data.image_size={SIZE}",
+        f"--config.data.root={config.data.root}", f"--config.data.tfds_dir={config.data.tfds_dir}",
+        f"--config.postprocess.score_threshold={config.postprocess.score_threshold}",
+    ]  # fmt: skip
+
+
+def test_training_run_evaluates_both_phases_and_draws_a_demo(trained):
+    config, workdir, summary = trained
+    assert set(summary["eval"]) == {"phase1", "phase2"}
+    assert summary["eval"]["phase1"]["variant"] == "single_frame"
+    assert summary["eval"]["phase2"]["variant"] == "two_stream"
+    for phase in ("phase1", "phase2"):
+        e = summary["eval"][phase]
+        assert 0.0 <= e["mAP"] <= 1.0 and e["frames_per_second"] > 0
+        out = workdir_lib.eval_dir(str(workdir), phase)
+        stored = json.loads(pathlib.Path(out, "summary_VID_val.json").read_text())
+        assert stored["settings"]["step"] == 2 and stored["settings"]["split"] == "val"
+        # The stored detections score to the stored summary (no model involved).
+        rescored = score.score_detections(
+            os.path.join(out, "det_VID_val.txt"), config.data.root, "val"
+        )
+        for key in ("mAP", "mAP_slow", "mAP_medium", "mAP_fast"):
+            # JSON stores NaN (a bucket without ground truth) as null.
+            np.testing.assert_equal(rescored[key], np.nan if stored[key] is None else stored[key])
+        dets = results.read_detections(os.path.join(out, "det_VID_val.txt"))
+        frames = score.evaluation_videos(config.data.root, "val")[0][0].num_frames
+        assert len(dets) > 0 and set(dets.frame_id.tolist()) <= set(range(1, frames + 1))
+    table = (workdir / "eval" / "results_val.md").read_text()
+    assert "single-frame baseline (phase1)" in table and "SSVD two_stream (phase2)" in table
+    demo = summary["demo"]
+    assert demo["output"] == str(workdir / "demo.mp4") and demo["step"] == 2
+    _, count, _, _ = visualize.open_video(demo["output"])
+    video = score.evaluation_videos(config.data.root, "val")[0][0]
+    assert count == demo["frames"] == video.num_frames
+
+
+def test_eval_mode_reuses_identical_evaluations(trained):
+    config, workdir, _ = trained
+    det = pathlib.Path(workdir_lib.eval_dir(str(workdir), "phase2"), "det_VID_val.txt")
+    before = det.stat().st_mtime_ns
+    done = _main("--mode=eval", *_config_flags(config, workdir))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "SSVD two_stream (phase2)" in done.stdout
+    assert det.stat().st_mtime_ns == before, "an identical evaluation ran again"
+
+
+def test_eval_mode_on_one_checkpoint_folder(trained, tmp_path):
+    config, workdir, _ = trained
+    folder = workdir_lib.checkpoint_dir(str(workdir), "phase1")
+    out = tmp_path / "one"
+    done = _main(
+        "--mode=eval", f"--checkpoint={folder}", *_config_flags(config, out),
+        "--config.eval.max_videos=1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    stored = json.loads((out / "eval" / "phase1" / "summary_VID_val.json").read_text())
+    assert stored["settings"]["variant"] == "single_frame"
+    assert "single-frame baseline (phase1)" in done.stdout
+
+
+def test_demo_mode_on_an_mp4(trained, tmp_path):
+    import imageio_ffmpeg
+
+    config, workdir, _ = trained
+    src = tmp_path / "clip.mp4"
+    writer = imageio_ffmpeg.write_frames(str(src), (80, 48), fps=8, macro_block_size=1)
+    writer.send(None)
+    rng = np.random.default_rng()
+    for _ in range(7):
+        writer.send(rng.integers(0, 255, (48, 80, 3), dtype=np.uint8))
+    writer.close()
+    out = tmp_path / "drawn.mp4"
+    done = _main(
+        "--mode=demo", f"--input={src}", f"--output={out}", *_config_flags(config, workdir)
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "frames/s" in done.stdout
+    _, count, size, _ = visualize.open_video(str(out))
+    assert count == 7 and size == (80, 48)
+    missing = _main(
+        "--mode=demo", f"--input={tmp_path / 'none.mp4'}", f"--output={out}",
+        *_config_flags(config, workdir),
+    )  # fmt: skip
+    assert missing.returncode != 0 and "none.mp4" in missing.stderr
+
+
+def test_checkpoints_without_this_detector_fail_naming_the_folder(trained, tmp_path):
+    config, workdir, _ = trained
+    other = config.copy_and_resolve_references()
+    other.model.fpn_channels = 16
+    folder = workdir_lib.checkpoint_dir(str(workdir), "phase2")
+    with pytest.raises(ValueError, match=f"{folder}.*shape"):
+        evaluate.load_model(other, folder)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        evaluate.load_model(config, str(tmp_path / "nowhere"))
+    from ssvd_jax.checkpoint import Checkpointer
+
+    pwc = Checkpointer(str(tmp_path / "pwc"), async_save=False)
+    pwc.save(0, {"params": {"w": np.ones(2, np.float32)}}, {"kind": "pwcnet"}, force=True)
+    pwc.close()
+    with pytest.raises(evaluate.CheckpointKindError, match="pwcnet"):
+        evaluate.load_model(config, str(tmp_path / "pwc"))
+
+
+def test_eval_only_sweep_points_share_one_training(trained, tmp_path):
+    config, workdir, _ = trained
+    config_file = tmp_path / "supports.py"
+    config_file.write_text(
+        "def sweep(add, name):\n"
+        "    for k in (0, 2):\n"
+        "        add(**{'eval.schedule': 'paper', 'eval.num_supports': k})\n"
+    )
+    base = config.copy_and_resolve_references()
+    base.train.phases = ("phase2",)
+    base.eval.demo = False
+    trainings = []
+
+    def train_fn(point_config, point_dir):
+        # The first point "trains" by taking over the finished run's phase 2.
+        trainings.append(point_dir)
+        os.makedirs(point_dir)
+        os.symlink(workdir / "phase2", os.path.join(point_dir, "phase2"))
+        return train.train_and_evaluate(point_config, point_dir)
+
+    rows = sweep.run(base, str(tmp_path / "sweep"), str(config_file), "supports", train_fn)
+    assert len(trainings) == 1
+    assert [r["eval.num_supports"] for r in rows] == [0, 2]
+    second = json.loads((tmp_path / "sweep" / "01_schedule=paper,num_supports=2" /
+                         "summary.json").read_text())  # fmt: skip
+    assert second["trained_in"] == trainings[0]
+    settings = json.loads(
+        (tmp_path / "sweep" / "01_schedule=paper,num_supports=2" / "eval" / "phase2" /
+         "summary_VID_val.json").read_text()
+    )["settings"]  # fmt: skip
+    assert settings["schedule"] == "paper" and settings["num_supports"] == 2
+    assert all(0.0 <= r["phase2 mAP"] <= 1.0 for r in rows)
