@@ -73,3 +73,22 @@ def test_flows_on_pyramid_grids(size):
 def test_crop_rejects_an_inconsistent_pyramid():
     with pytest.raises(ValueError, match="inconsistent"):
         pwcnet.crop_to(jnp.zeros((1, 6, 6, 2)), 7, 7)
+
+
+@pytest.mark.parametrize("padding,dilation", [(1, 1), (2, 2), (0, 1)])
+def test_kernel_first_conv_equals_torch(padding, dilation):
+    """`conv2d_kernel_first` (one matmul to every tap's outputs, then shift-and-add) is
+    torch's conv2d, for narrow outputs of wide inputs as PWC-Net's decoders use it."""
+    from ssvd_jax.models.conv import conv2d_kernel_first
+
+    rng = np.random.default_rng()
+    x = rng.standard_normal((2, 9, 11, 40)).astype(np.float32)
+    k = rng.standard_normal((3, 3, 40, 5)).astype(np.float32)
+    got = np.asarray(conv2d_kernel_first(jnp.asarray(x), jnp.asarray(k), padding=padding,
+                                         dilation=dilation))  # fmt: skip
+    want = torch.nn.functional.conv2d(
+        torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(k).permute(3, 2, 0, 1),
+        padding=padding, dilation=dilation,
+    ).permute(0, 2, 3, 1).numpy()  # fmt: skip
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

@@ -62,6 +62,8 @@ CASES = {
     "mask": (2, 6, 7, 8, 4, 2, (3, 3), 1, 1, 1, True),
     "mask_stride2_1group": (1, 7, 6, 4, 3, 1, (3, 3), 2, 1, 1, True),
     "kernel2x3_nopad": (1, 6, 7, 8, 3, 2, (2, 3), 1, 0, 1, False),
+    # 2 x 13 x 11 = 286 output pixels: two tiles of deform.TILE_PIXELS, the second padded.
+    "two_tiles": (2, 13, 11, 8, 5, 4, (3, 3), 1, 1, 1, True),
 }
 
 

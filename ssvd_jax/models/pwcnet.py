@@ -128,12 +128,11 @@ class Decoder(nn.Module):
         for name, channels in zip(LEVEL_NAMES[:5], DENSE_CHANNELS, strict=True):
             width = scaled(channels, self.channel_scale)
             conv = Conv(width, 3, 1, 1, dtype=self.dtype, kernel_init=pwc_kernel_init,
-                        name=f"module{name}_0")  # fmt: skip
+                        kernel_first=channels <= 96, name=f"module{name}_0")  # fmt: skip
             new = leaky_relu(conv(feat))
             feat = jnp.concatenate([new, feat], axis=-1)
-        flow = Conv(2, 3, 1, 1, dtype=self.dtype, kernel_init=pwc_kernel_init, name="moduleSix_0")(
-            feat
-        )
+        flow = Conv(2, 3, 1, 1, dtype=self.dtype, kernel_init=pwc_kernel_init, kernel_first=True,
+                    name="moduleSix_0")(feat)  # fmt: skip
         return flow, feat
 
 

@@ -157,8 +157,9 @@ class SSVD(nn.Module):
         self, images_NxHxWx3: Array, features: dict[str, dict[str, Array]]
     ) -> dict[str, Any]:
         """The aggregation's per-frame work, for an engine to compute once per frame: the
-        PWC-Net extractor pyramid {'pwc': {'L2'..'L6'}} and the entry half of the offset
-        predictor {'offset_entry': {level: (...)}} (`SamplingBlock.entry_half`)."""
+        PWC-Net extractor pyramid {'pwc': {'L2'..'L6'}} and both halves of the offset
+        predictor, {'offset_entry' | 'offset_reference': {level: (...)}}
+        (`SamplingBlock.frame_halves`)."""
         if self.variant == "single_frame":
             return {}
         use_motion, use_sampling = variant_streams(self.variant)
@@ -166,9 +167,10 @@ class SSVD(nn.Module):
         if use_motion:
             out["pwc"] = self.flownet.extract(images_NxHxWx3)
         if use_sampling:
-            out["offset_entry"] = {
-                lv: self.sample_block.entry_half(features["sample"][lv], lv) for lv in LEVELS
-            }
+            halves = {lv: self.sample_block.frame_halves(features["sample"][lv], lv)
+                      for lv in LEVELS}  # fmt: skip
+            out["offset_reference"] = {lv: h[0] for lv, h in halves.items()}
+            out["offset_entry"] = {lv: h[1] for lv, h in halves.items()}
         return out
 
     # ---- per reference frame ---------------------------------------------------------------
@@ -232,6 +234,7 @@ class SSVD(nn.Module):
                     level,
                     base,
                     entry_cache["offset_entry"][level] if cached else None,
+                    reference_cache["offset_reference"][level] if cached else None,
                 )
                 self.sow("intermediates", f"sample_offset_pred_{level}", res["pred"])
                 self.sow("intermediates", f"sample_dcn_out_{level}", res["sampled"])

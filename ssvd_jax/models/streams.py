@@ -172,6 +172,27 @@ class SamplingBlock(nn.Module):
         x = self._v2_entry_branches(entry_NxHxWxC)
         return (conv2d(x, kernel_entry.astype(dt), padding=1),)
 
+    def frame_halves(
+        self, x_NxHxWxC: Array, level: str
+    ) -> tuple[tuple[Array, ...], tuple[Array, ...]]:
+        """(`reference_half`, `entry_half`) of the same frames. Every frame of a video is the
+        reference once and an entry of others, so an engine computes both when the frame
+        arrives; v1 does it as one conv1 with both halves' output channels and one conv2 and
+        conv3 over the two halves stacked."""
+        if self.version != "1":
+            return self.reference_half(x_NxHxWxC, level), self.entry_half(x_NxHxWxC, level)
+        c, n = self.channels, x_NxHxWxC.shape[0]
+        kernel = self.off_conv1()
+        both = jnp.concatenate([kernel[:, :, :c], kernel[:, :, c:]], axis=-1)  # [3,3,C,2C']
+        dt = self.dtype
+        c1 = conv2d(x_NxHxWxC.astype(dt), both.astype(dt), padding=1)
+        c1 = jnp.concatenate(jnp.split(c1, 2, axis=-1), axis=0)  # [2N, ...]: reference, entry
+        low_level = LEVEL_INDEX[level] < 2
+        stride, pad, dil = (2, 1, 1) if low_level else (1, 2, 2)
+        c2 = conv2d(c1, self.off_conv2().astype(dt), stride=stride, padding=pad, dilation=dil)
+        c3 = conv2d(c2, self.off_conv3().astype(dt), stride=stride, padding=pad, dilation=dil)
+        return (c1[:n], c2[:n], c3[:n]), (c1[n:], c2[n:], c3[n:])
+
     def predict_from_halves(
         self, reference_half: tuple[Array, ...], entry_half: tuple[Array, ...], level: str
     ) -> Array:
@@ -199,19 +220,22 @@ class SamplingBlock(nn.Module):
         level: str,
         offset_base_BxExHxWx72: Array | None = None,
         entry_halves: tuple[Array, ...] | None = None,
+        reference_half: tuple[Array, ...] | None = None,
     ) -> dict[str, Array]:
         """Per-entry prediction and sampling. `offset_base` is added to the predicted offsets
         (the motion-guided variant passes the flow there, so the predictor learns a residual).
         `entry_halves` ([B,E,...] each, from `entry_half` of every entry) switch to the split
-        prediction: the reference half is computed here, once per reference."""
+        prediction, with the reference's `reference_half` ([B,...] each; computed here, once
+        per reference, when not given)."""
         b, e = entries_BxExHxWxC.shape[:2]
         if entry_halves is None:
             cur = jnp.broadcast_to(cur_BxHxWxC[:, None], entries_BxExHxWxC.shape)
             pred = self.predict(_merge(cur), _merge(entries_BxExHxWxC), level)
         else:
+            if reference_half is None:
+                reference_half = self.reference_half(cur_BxHxWxC, level)
             ref_half = [
-                _merge(jnp.broadcast_to(r[:, None], (b, e, *r.shape[1:])))
-                for r in self.reference_half(cur_BxHxWxC, level)
+                _merge(jnp.broadcast_to(r[:, None], (b, e, *r.shape[1:]))) for r in reference_half
             ]
             pred = self.predict_from_halves(ref_half, [_merge(h) for h in entry_halves], level)
         offsets = pred[..., :NUM_OFFSET_CHANNELS]

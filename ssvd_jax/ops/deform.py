@@ -9,19 +9,18 @@ k = ky*kw + kx, and deformable group g reads input channels [g*C/G, (g+1)*C/G).
 How (shared/docs/PERF_NOTES.md, "What made the JAX deformable conv fast"): the input becomes a
 table of rows, one row = the C/G channels of one deformable group at one pixel; for each output
 pixel, tap and group the 4 bilinear corner rows are fetched with 4 whole-row gathers (never one
-stacked 4-corner gather: 7x slower, and its gradient crashed XLA CPU), weighted and summed, and a
-matmul over (group x channel) contracts them with that tap's kernel slice. Unlike PERF_NOTES' one
-matmul over (tap x group x channel), the taps go through a scan that accumulates the output:
-only a [P, C] block of samples is alive instead of [P, K*C]. XLA:CPU allocates a call's
-temporaries afresh and page-faulting them in is expensive here, so the scan measured ~15%
-faster forward at 1x256x56x56 and 7x256x56x56 (CPU time) than the single matmul.
+stacked 4-corner gather: 7x slower, and its gradient crashed XLA CPU), weighted and summed, and
+one matmul over (tap x group x channel) contracts them with the kernel. The output pixels go
+through a scan in tiles of `TILE_PIXELS`: a tile's samples [T, K*C] (about 2 MB at 256
+channels) stay in cache between their gathers and the matmul. At 7x256x56x56 on 2 CPU cores
+this took the forward from 299 ms (a scan over the 9 taps, each with a [P, C] block of samples
+for the whole map) to 201 ms; tiles of 112 to 1568 pixels all measured 201-221 ms.
 
-The gradient is a custom VJP, also scanned over taps: it recomputes each tap's samples instead of
-keeping all K of them from the forward (PERF_NOTES: 2.9 GB kept for one layer at 8x56x56), forms
-the kernel and sample gradients with two matmuls, and scatters the latter into the input's
-cotangent in place (`sampling.weighted_gather_transpose`). This made fwd+bwd 1.7-1.9x faster than
-jax's derived gradient of the same forward. The bilinear weights' derivatives w.r.t. offsets and
-mask are still derived by jax, so they follow `sampling.bilinear_corners` (torchvision's
+The gradient is a custom VJP over the same tiles: it recomputes each tile's samples instead of
+keeping them from the forward (PERF_NOTES: 2.9 GB kept for one layer at 8x56x56), forms the
+kernel and sample gradients with two matmuls, and scatters the latter into the input's cotangent
+in place (`sampling.weighted_gather_transpose`). The bilinear weights' derivatives w.r.t.
+offsets and mask are derived by jax, so they follow `sampling.bilinear_corners` (torchvision's
 per-corner gradient, also at integer positions). Reverse-mode only (no jax.jvp).
 """
 
@@ -41,59 +40,61 @@ from ssvd_jax.ops.sampling import (
 Array = jax.Array
 
 
+# Output pixels per step of the sampling scan (module docstring).
+TILE_PIXELS = 256
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _sample_and_contract(
     table_RxCg: Array,
     rows: tuple[Array, ...],
     weights: tuple[Array, ...],
-    kernel_KxCxO: Array,
+    kernel_KCxO: Array,
     precision: jax.lax.PrecisionLike,
 ) -> Array:
-    """out[p] = sum_k (sum_i weights[i][k, p, g] * table[rows[i][k, p, g]]) @ kernel[k]: [P, O].
+    """out[t, p] = (sum_i weights[i][t, p, k, g] * table[rows[i][t, p, k, g]]) @ kernel over
+    (k, g, channel): [tiles, T, O].
 
-    rows/weights: 4 corner arrays of shape [K, P, G] (tap, output pixel, group). A scan over taps
-    keeps the live sampled block at [P, C] instead of [P, K*C] (page-faulting fresh memory for
-    the big block cost more than the 9 smaller matmuls here).
+    rows/weights: 4 corner arrays of shape [tiles, T, K, G] (tile, pixel, tap, group).
     """
-    return _contract_fwd(table_RxCg, rows, weights, kernel_KxCxO, precision)[0]
+    return _contract_fwd(table_RxCg, rows, weights, kernel_KCxO, precision)[0]
 
 
-def _contract_fwd(table_RxCg, rows, weights, kernel_KxCxO, precision):
-    num_pixels = rows[0].shape[1]
-    taps, channels, out_channels = kernel_KxCxO.shape
-
-    def tap_step(acc_PxO, tap):
-        rows_k, weights_k, kernel_CxO = tap
-        sampled = weighted_gather(table_RxCg, rows_k, weights_k).reshape(num_pixels, channels)
-        return acc_PxO + jnp.matmul(sampled, kernel_CxO, precision=precision), None
-
-    acc = jnp.zeros((num_pixels, out_channels), jnp.result_type(table_RxCg, kernel_KxCxO))
-    out, _ = jax.lax.scan(tap_step, acc, (rows, weights, kernel_KxCxO))
-    return out, (table_RxCg, rows, weights, kernel_KxCxO)
+def _tile_samples(table_RxCg, rows_t, weights_t):
+    num_pixels = rows_t[0].shape[0]
+    return weighted_gather(table_RxCg, rows_t, weights_t).reshape(num_pixels, -1)
 
 
-def _contract_bwd(precision, residuals, g_out_PxO):
-    """Per tap: recompute the samples (cheaper than keeping [K, P, C] of them alive), then the
-    kernel gradient, the sample gradient, and its transpose through the bilinear gather."""
-    table_RxCg, rows, weights, kernel_KxCxO = residuals
-    num_pixels, groups = rows[0].shape[1:]
-    channels = kernel_KxCxO.shape[1]
+def _contract_fwd(table_RxCg, rows, weights, kernel_KCxO, precision):
+    def tile_step(_, tile):
+        samples = _tile_samples(table_RxCg, tile[:4], tile[4:])
+        return None, jnp.matmul(samples, kernel_KCxO, precision=precision)
 
-    def tap_step(g_table, tap):
-        rows_k, weights_k, kernel_CxO = tap
-        sampled = weighted_gather(table_RxCg, rows_k, weights_k).reshape(num_pixels, channels)
-        g_kernel_CxO = jnp.matmul(sampled.T, g_out_PxO, precision=precision)
-        g_sampled = jnp.matmul(g_out_PxO, kernel_CxO.T, precision=precision)
-        g_table, g_weights_k = weighted_gather_transpose(
-            table_RxCg, rows_k, weights_k, g_sampled.reshape(num_pixels, groups, -1), g_table
+    _, out = jax.lax.scan(tile_step, None, (*rows, *weights))
+    return out, (table_RxCg, rows, weights, kernel_KCxO)
+
+
+def _contract_bwd(precision, residuals, g_out_TxPxO):
+    """Per tile: recompute the samples, then the kernel gradient, the sample gradient, and its
+    transpose through the bilinear gather."""
+    table_RxCg, rows, weights, kernel_KCxO = residuals
+    pixels, taps, groups = rows[0].shape[1:]
+
+    def tile_step(carry, tile):
+        g_table, g_kernel = carry
+        rows_t, weights_t, g_out_PxO = tile[:4], tile[4:8], tile[8]
+        samples = _tile_samples(table_RxCg, rows_t, weights_t)
+        g_kernel = g_kernel + jnp.matmul(samples.T, g_out_PxO, precision=precision)
+        g_samples = jnp.matmul(g_out_PxO, kernel_KCxO.T, precision=precision)
+        g_table, g_weights_t = weighted_gather_transpose(
+            table_RxCg, rows_t, weights_t, g_samples.reshape(pixels, taps, groups, -1), g_table
         )
-        return g_table, (g_weights_k, g_kernel_CxO)
+        return (g_table, g_kernel), g_weights_t
 
-    g_table, (g_weights, g_kernel) = jax.lax.scan(
-        tap_step, jnp.zeros_like(table_RxCg), (rows, weights, kernel_KxCxO)
-    )
+    init = (jnp.zeros_like(table_RxCg), jnp.zeros(kernel_KCxO.shape, g_out_TxPxO.dtype))
+    (g_table, g_kernel), g_weights = jax.lax.scan(tile_step, init, (*rows, *weights, g_out_TxPxO))
     g_weights = tuple(g.astype(w.dtype) for g, w in zip(g_weights, weights, strict=True))
-    return g_table, None, g_weights, g_kernel.astype(kernel_KxCxO.dtype)
+    return g_table, None, g_weights, g_kernel.astype(kernel_KCxO.dtype)
 
 
 _sample_and_contract.defvjp(_contract_fwd, _contract_bwd)
@@ -138,39 +139,47 @@ def deform_conv2d(
     coord_dtype = offset_NxHoxWox2GK.dtype
     num_pixels = n * out_h * out_w
 
-    # torchvision's (group, tap, yx) channel order -> tap-major [K, N, Ho, Wo, G, yx], so the scan
-    # over taps slices contiguous blocks.
-    offset_KxNxHoxWoxGx2 = offset_NxHoxWox2GK.reshape(n, out_h, out_w, groups, taps, 2).transpose(
-        4, 0, 1, 2, 3, 5
+    # torchvision's (group, tap, yx) channel order -> [N, Ho, Wo, K, G, yx]: pixel-major, then
+    # tap and group, the order of the contraction's (k, g, channel) rows.
+    off_NxHoxWoxKxGx2 = offset_NxHoxWox2GK.reshape(n, out_h, out_w, groups, taps, 2).transpose(
+        0, 1, 2, 4, 3, 5
     )
     ky_K = jnp.repeat(jnp.arange(kh), kw)
     kx_K = jnp.tile(jnp.arange(kw), kh)
-    base_y_KxHo = ky_K[:, None] * dilation + (jnp.arange(out_h) * stride - padding)[None, :]
-    base_x_KxWo = kx_K[:, None] * dilation + (jnp.arange(out_w) * stride - padding)[None, :]
-    sample_y = (
-        base_y_KxHo.astype(coord_dtype)[:, None, :, None, None] + offset_KxNxHoxWoxGx2[..., 0]
-    )
-    sample_x = (
-        base_x_KxWo.astype(coord_dtype)[:, None, None, :, None] + offset_KxNxHoxWoxGx2[..., 1]
-    )
+    base_y_HoxK = (jnp.arange(out_h) * stride - padding)[:, None] + ky_K[None, :] * dilation
+    base_x_WoxK = (jnp.arange(out_w) * stride - padding)[:, None] + kx_K[None, :] * dilation
+    sample_y = base_y_HoxK.astype(coord_dtype)[None, :, None, :, None] + off_NxHoxWoxKxGx2[..., 0]
+    sample_x = base_x_WoxK.astype(coord_dtype)[None, None, :, :, None] + off_NxHoxWoxKxGx2[..., 1]
 
     # Row ((n*H + y)*W + x)*G + g holds channels [g*C/G, (g+1)*C/G) of pixel (n, y, x): a free
     # reshape of NHWC.
     table_RxCg = jnp.asarray(x_NxHxWxC).reshape(n * height * width * groups, channels // groups)
-    batch_base = jnp.arange(n, dtype=jnp.int32).reshape(1, n, 1, 1, 1) * (height * width * groups)
-    row_base = batch_base + jnp.arange(groups, dtype=jnp.int32)
+    row_base = jnp.arange(n, dtype=jnp.int32).reshape(n, 1, 1, 1, 1) * (
+        height * width * groups
+    ) + jnp.arange(groups, dtype=jnp.int32)
     modulation = None
     if mask is not None:
-        modulation = mask.reshape(n, out_h, out_w, groups, taps).transpose(4, 0, 1, 2, 3)
+        modulation = mask.reshape(n, out_h, out_w, groups, taps).transpose(0, 1, 2, 4, 3)
+
+    # Output pixels in tiles of TILE_PIXELS (the last padded with zero-weight samples of row 0).
+    tile = min(TILE_PIXELS, num_pixels)
+    num_tiles = -(-num_pixels // tile)
+    pad = num_tiles * tile - num_pixels
+
+    def tiles(a: Array) -> Array:
+        a = a.reshape(num_pixels, taps, groups)
+        return jnp.pad(a, ((0, pad), (0, 0), (0, 0))).reshape(num_tiles, tile, taps, groups)
 
     rows, weights = [], []
     for row, col, weight in bilinear_corners(sample_y, sample_x, height, width):
         weight = weight.astype(dtype)
         if modulation is not None:
             weight = weight * modulation
-        rows.append((row_base + (row * width + col) * groups).reshape(taps, num_pixels, groups))
-        weights.append(weight.reshape(taps, num_pixels, groups))
+        rows.append(tiles(row_base + (row * width + col) * groups))
+        weights.append(tiles(weight))
 
-    kernel_KxCxO = jnp.asarray(kernel_HWIO).reshape(taps, channels, out_channels)
-    out = _sample_and_contract(table_RxCg, tuple(rows), tuple(weights), kernel_KxCxO, precision)
-    return out.reshape(n, out_h, out_w, out_channels)
+    kernel_KCxO = jnp.asarray(kernel_HWIO).reshape(taps * channels, out_channels)
+    out = _sample_and_contract(table_RxCg, tuple(rows), tuple(weights), kernel_KCxO, precision)
+    return out.reshape(num_tiles * tile, out_channels)[:num_pixels].reshape(
+        n, out_h, out_w, out_channels
+    )
