@@ -7,20 +7,24 @@ without the per-frame caches, beside the arithmetic each configuration needs.
                                              # supports, 7 entries), caches on and off; the
                                              # release's cached engine with 8 videos per step
                                              # and in bfloat16
-  python -m benchmarks.inference --quick     # 0, 6 and the release's schedule, 2 repeats
+  python -m benchmarks.inference --quick     # the 'release' group only, 3 repeats
+  python -m benchmarks.inference --groups release table5 --repeats 9
   python -m benchmarks.inference --size 128  # the same cases at another input size
 
 Each case is an `inference.OnlineEngine` compiled for its schedule; its steady-state step (one
 new frame through the body and both FPNs, plus one reference frame's aggregation over its
 entries, heads, post-processing and late fusion) is timed with a full ring buffer. 0 supports
 is the single-frame detector (phase 1), as in the paper ("0 sampled support frames, i.e. our
-single-frame baseline"). All cases are compiled first and then timed interleaved (A B C ... A B
-C ...), so that this machine's throttling (shared/docs/PERF_NOTES.md) hits every case alike;
-medians and ratios to 0 supports are printed with each step's multiply-accumulate count (of its
-convolutions and matmuls, counted from the jaxpr by `benchmarks.arithmetic`) and the ratio of
-the two ratios ("latency / MAC": how much
-slower per multiply-accumulate a case runs than the single-frame detector). Peak memory:
-XLA's buffer assignment of the compiled step (temporaries) and the engine's ring buffers.
+single-frame baseline"). The suite runs in groups ('release': the release's schedule with and
+without caches; 'table5': the paper's schedule for each support count, both ways; 'batch':
+videos per step; 'dtype': float32 vs bfloat16), each in a fresh process with its own
+single-frame baseline: its cases are compiled first and then timed interleaved, the order
+reversed every round, so that this machine's throttling (shared/docs/PERF_NOTES.md) hits every
+case alike. Medians and ratios to 0 supports are printed with each step's multiply-accumulate
+count (its convolutions and matmuls, counted from the jaxpr by `benchmarks.arithmetic`) and the
+ratio of the two ratios ("latency / MAC": how much slower per multiply-accumulate a case runs
+than the single-frame detector). Memory: XLA's buffer assignment of the compiled step
+(temporaries), the engine's ring buffers, and each run's peak RSS.
 The paper's Table V: 38, 66, 74, 85, 114, 183 ms on a Titan X Pascal.
 """
 
@@ -28,8 +32,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -144,10 +151,11 @@ def calibrate() -> float:
 
 
 def time_interleaved(built: list[Built], repeats: int) -> dict[Case, float]:
-    """Median seconds per frame of each case, timed A B C ... A B C ...."""
+    """Median seconds per frame of each case, timed A B C, C B A, A B C, ...: the order turns
+    every round, so that no case always follows the heaviest one into a throttled machine."""
     times: dict[Case, list[float]] = {b.case: [] for b in built}
-    for _ in range(repeats):
-        for b in built:
+    for i in range(repeats):
+        for b in built if i % 2 == 0 else built[::-1]:
             t0 = time.perf_counter()
             b.run()
             times[b.case].append((time.perf_counter() - t0) / b.case.batch)
@@ -166,64 +174,108 @@ def make_variables(config: Any) -> dict[str, Any]:
     return init_variables(model, jnp.zeros((1, s, s, 3)), jnp.zeros((1, 2, s, s, 3)), seed=0)
 
 
-def table(built: list[Built], seconds: dict[Case, float], baseline: Case) -> str:
-    base_t = seconds[baseline]
-    base_mac = next(b.gmac_per_frame for b in built if b.case == baseline)
-    lines = [
-        "| case | ms/frame | ratio to 0 | GMAC/frame | MAC ratio | latency / MAC | frames/s | "
-        "compile s | XLA temp MiB | buffer MiB | paper ms (Titan X) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+# The suite: groups of cases, each timed in a fresh process against its own single-frame
+# baseline (a dozen compiled R-101 engines in one process held 15 GB and slowed the ones with
+# the largest buffers); ratios are only ever taken within a group.
+GROUPS = {
+    "release": lambda a: [Case("release", 6, True), Case("release", 6, False)],
+    "table5": lambda a: [Case("paper", n, c) for n in a.supports for c in (True, False)],
+    "batch": lambda a: (
+        [Case("release", 6, True)] + [Case("release", 6, True, batch=b) for b in a.batches]
+    ),
+    "dtype": lambda a: (
+        [Case("release", 6, True)] + [Case("release", 6, True, dtype=d) for d in a.dtypes]
+    ),
+}
+
+
+def run_group(args: argparse.Namespace, group: str) -> list[dict[str, Any]]:
+    """Build and time one group (plus the single-frame baseline) in this process."""
+    config = make_config(args.size, args.config)
+    variables = make_variables(config)
+    cases = [Case("single", 0)] + GROUPS[group](args)
+    built = []
+    for case in cases:
+        built.append(build(config, variables, case))
+        b = built[-1]
+        print(f"  [{group}] compiled {case.name}: {b.compile_s:.0f} s, "
+              f"{b.gmac_per_frame:.1f} GMAC/frame", flush=True)  # fmt: skip
+    cal0 = calibrate()
+    seconds = time_interleaved(built, args.repeats)
+    cal1 = calibrate()
+    return [
+        dict(
+            dataclasses.asdict(b.case),
+            group=group,
+            name=b.case.name,
+            seconds=seconds[b.case],
+            gmac=b.gmac_per_frame,
+            compile_s=b.compile_s,
+            temp_mib=b.temp_mib,
+            buffer_mib=b.buffer_mib,
+            calibration_ms=(1e3 * cal0, 1e3 * cal1),
+            peak_rss_mib=vm_hwm_mib(),
+        )  # fmt: skip
+        for b in built
     ]
-    for b in built:
-        t = seconds[b.case]
-        mac_ratio = b.gmac_per_frame / base_mac
-        paper = PAPER_MS.get(b.case.supports) if b.case.schedule in ("single", "paper") else None
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: every row with its ratios to the single-frame baseline of its own group."""
+    lines = [
+        "| run | case | ms/frame | ratio to 0 | GMAC/frame | MAC ratio | latency / MAC | "
+        "frames/s | compile s | XLA temp MiB | buffer MiB | paper ms (Titan X) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        base = next(b for b in rows if b["group"] == r["group"] and b["schedule"] == "single")
+        ratio, mac_ratio = r["seconds"] / base["seconds"], r["gmac"] / base["gmac"]
+        paper = PAPER_MS.get(r["supports"]) if r["schedule"] in ("single", "paper") else None
         lines.append(
-            f"| {b.case.name} | {1e3 * t:.0f} | {t / base_t:.2f} | {b.gmac_per_frame:.1f} | "
-            f"{mac_ratio:.2f} | {t / base_t / mac_ratio:.2f} | {1 / t:.2f} | {b.compile_s:.0f} | "
-            f"{b.temp_mib:.0f} | {b.buffer_mib:.0f} | {paper or '-'} |"
+            f"| {r['group']} | {r['name']} | {1e3 * r['seconds']:.0f} | {ratio:.2f} | "
+            f"{r['gmac']:.1f} | {mac_ratio:.2f} | {ratio / mac_ratio:.2f} | "
+            f"{1 / r['seconds']:.2f} | {r['compile_s']:.0f} | {r['temp_mib']:.0f} | "
+            f"{r['buffer_mib']:.0f} | {paper or '-'} |"
         )
     return "\n".join(lines)
 
 
-def cases_for(supports: tuple[int, ...], batches: tuple[int, ...] = (), dtypes=()) -> list[Case]:
-    """The single-frame baseline, the paper's schedule with and without caches for each
-    support count, the release's schedule both ways, and the release's cached engine with more
-    videos per step and other compute dtypes."""
-    cases = [Case("single", 0)]
-    for n in supports:
-        cases += [Case("paper", n, True), Case("paper", n, False)]
-    cases += [Case("release", 6, True), Case("release", 6, False)]
-    cases += [Case("release", 6, True, batch=b) for b in batches if b != 1]
-    cases += [Case("release", 6, True, dtype=d) for d in dtypes if d != "float32"]
-    return cases
+def acceptance(rows: list[dict[str, Any]]) -> str:
+    """The release schedule's cached engine against its arithmetic and the per-pair engine
+    (run 'release'), more videos per step ('batch') and bfloat16 ('dtype')."""
 
+    def find(group: str, **fields: Any) -> dict[str, Any] | None:
+        for r in rows:
+            if r["group"] == group and all(r[k] == v for k, v in fields.items()):
+                return r
+        return None
 
-def run_suite(args: argparse.Namespace) -> None:
-    config = make_config(args.size, args.config)
-    variables = make_variables(config)
-    supports = (6,) if args.quick else tuple(args.supports)
-    batches = () if args.quick else tuple(args.batches)
-    dtypes = () if args.quick else tuple(args.dtypes)
-    repeats = 2 if args.quick else args.repeats
-    print(
-        f"jax {jax.__version__} ({jax.devices()[0].device_kind}), SSVD two_stream "
-        f"{args.config or 'R-101'}, {args.size}x{args.size}, model.flow_dtype float32, "
-        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
-    )
-    built = []
-    for case in cases_for(supports, batches, dtypes):
-        built.append(build(config, variables, case))
-        b = built[-1]
-        print(f"  compiled {case.name}: {b.compile_s:.0f} s, {b.gmac_per_frame:.1f} GMAC/frame",
-              flush=True)  # fmt: skip
-    cal0 = calibrate()
-    seconds = time_interleaved(built, repeats)
-    cal1 = calibrate()
-    print(f"\nmedian of {repeats} interleaved steps; calibration matmul {1e3 * cal0:.0f} -> "
-          f"{1e3 * cal1:.0f} ms; peak RSS {vm_hwm_mib():.0f} MiB\n")  # fmt: skip
-    print(table(built, seconds, Case("single", 0)))
-    print(acceptance(built, seconds))
+    lines = []
+    single = find("release", schedule="single")
+    cached = find("release", schedule="release", cached=True)
+    per_pair = find("release", schedule="release", cached=False)
+    if single and cached and per_pair:
+        latency = cached["seconds"] / single["seconds"]
+        arithmetic = cached["gmac"] / single["gmac"]
+        speedup = per_pair["seconds"] / cached["seconds"]
+        saved = per_pair["gmac"] / cached["gmac"]
+        lines.append(
+            f"release schedule, cached: latency {latency:.2f}x the single-frame detector's for "
+            f"{arithmetic:.2f}x its arithmetic (ratio {latency / arithmetic:.2f}, target <= "
+            f"1.15); caches: {speedup:.3f}x faster than per-pair for {saved:.3f}x less "
+            "arithmetic (target: speedup >= arithmetic saved)"
+        )
+    one = find("batch", schedule="release", batch=1)
+    for r in rows:
+        if r["group"] == "batch" and r["batch"] > 1 and one:
+            lines.append(f"{r['batch']} videos per step: {one['seconds'] / r['seconds']:.2f}x "
+                         "the frames/s of 1 video per step")  # fmt: skip
+    fp32 = find("dtype", schedule="release", dtype="float32")
+    for r in rows:
+        if r["group"] == "dtype" and r["dtype"] != "float32" and fp32:
+            lines.append(f"{r['dtype']}: {fp32['seconds'] / r['seconds']:.2f}x the speed of "
+                         "float32")  # fmt: skip
+    return "\n".join(lines)
 
 
 def vm_hwm_mib() -> float:
@@ -238,58 +290,67 @@ def vm_hwm_mib() -> float:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=448)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--supports", type=int, nargs="+", default=[2, 4, 6, 12, 24])
     parser.add_argument(
         "--batches",
         type=int,
-        nargs="*",
+        nargs="+",
         default=[8],
         help="videos per step of the release's cached engine, besides 1",
     )
     parser.add_argument(
         "--dtypes",
-        nargs="*",
+        nargs="+",
         default=["bfloat16"],
         help="compute dtypes of the release's cached engine, besides float32",
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="0, 6 and the release's schedule; 2 repeats"
-    )
+    parser.add_argument("--groups", nargs="+", default=list(GROUPS), choices=list(GROUPS))
+    parser.add_argument("--quick", action="store_true", help="the 'release' group only, 3 repeats")
     parser.add_argument("--config", default="", help="default.py variant ('' = R-101)")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="(internal) run --groups here and print their rows as JSON",
+    )
     return parser.parse_args(argv)
 
 
-def main() -> None:
-    run_suite(parse_args())
-
-
-def acceptance(built: list[Built], seconds: dict[Case, float]) -> str:
-    """The release schedule's cached engine against its arithmetic, the per-pair engine, more
-    videos per step and bfloat16."""
-    by_case = {b.case: b for b in built}
-    single, cached, per_pair = Case("single", 0), Case("release", 6), Case("release", 6, False)
-    if not all(c in by_case for c in (single, cached, per_pair)):
-        return ""
-    mac = {c: by_case[c].gmac_per_frame for c in (single, cached, per_pair)}
-    latency_ratio = seconds[cached] / seconds[single]
-    mac_ratio = mac[cached] / mac[single]
-    speedup = seconds[per_pair] / seconds[cached]
-    saved = mac[per_pair] / mac[cached]
-    lines = [
-        f"\nrelease schedule, cached: latency {latency_ratio:.2f}x the single-frame detector's "
-        f"for {mac_ratio:.2f}x its arithmetic (ratio {latency_ratio / mac_ratio:.2f}, target "
-        f"<= 1.15); caches: {speedup:.2f}x faster than per-pair for {saved:.2f}x less "
-        f"arithmetic (target: speedup >= arithmetic saved)"
-    ]
-    for case in by_case:
-        if case.schedule == "release" and case.cached and case.batch > 1:
-            lines.append(f"{case.batch} videos per step: {seconds[cached] / seconds[case]:.2f}x "
-                         "the frames/s of 1")  # fmt: skip
-        if case.schedule == "release" and case.cached and case.dtype != "float32":
-            lines.append(f"{case.dtype}: {seconds[cached] / seconds[case]:.2f}x the speed of "
-                         "float32")  # fmt: skip
-    return "\n".join(lines)
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.quick:
+        args.groups, args.repeats = ["release"], 3
+    if args.in_process:
+        rows = [row for group in args.groups for row in run_group(args, group)]
+        print("ROWS " + json.dumps(rows))
+        return
+    print(
+        f"jax {jax.__version__} ({jax.devices()[0].device_kind}), SSVD two_stream "
+        f"{args.config or 'R-101'}, {args.size}x{args.size}, model.flow_dtype float32, "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; each run a fresh process, median of "
+        f"{args.repeats} interleaved steps per case",
+        flush=True,
+    )
+    rows = []
+    for group in args.groups:
+        cmd = [sys.executable, "-m", "benchmarks.inference", "--in-process", "--groups", group,
+               "--size", str(args.size), "--repeats", str(args.repeats), "--supports",
+               *map(str, args.supports), "--batches", *map(str, args.batches), "--dtypes",
+               *args.dtypes, "--config", args.config]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        for line in done.stdout.splitlines():
+            if line.startswith("  ["):
+                print(line, flush=True)
+        found = [ln for ln in done.stdout.splitlines() if ln.startswith("ROWS ")]
+        if done.returncode != 0 or not found:
+            raise SystemExit(f"run {group} failed:\n{done.stderr[-3000:]}")
+        group_rows = json.loads(found[-1][5:])
+        cal = group_rows[0]["calibration_ms"]
+        print(f"  [{group}] calibration matmul {cal[0]:.0f} -> {cal[1]:.0f} ms, peak RSS "
+              f"{group_rows[0]['peak_rss_mib']:.0f} MiB", flush=True)  # fmt: skip
+        rows += group_rows
+    print("\n" + table(rows) + "\n")
+    print(acceptance(rows))
 
 
 if __name__ == "__main__":
