@@ -49,6 +49,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.arithmetic import count_macs  # noqa: E402
+from benchmarks.calibration import calibrate  # noqa: E402
 from configs import default as default_config  # noqa: E402
 from ssvd_jax import inference  # noqa: E402
 from ssvd_jax.models import ssvd as ssvd_lib  # noqa: E402
@@ -136,18 +137,6 @@ def build(config: Any, variables: dict[str, Any], case: Case) -> Built:
 
     run()
     return Built(case, run, compile_s, gmac, temp_mib, engine.buffer_bytes() / 2**20)
-
-
-def calibrate() -> float:
-    """Median of 5 float32 1024^3 matmuls (the machine's speed at this moment)."""
-    a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
-    a @ a
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        a @ a
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def time_interleaved(built: list[Built], repeats: int) -> dict[Case, float]:

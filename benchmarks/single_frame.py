@@ -48,6 +48,7 @@ from torchvision.ops import FeaturePyramidNetwork  # noqa: E402
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock  # noqa: E402
 from torchvision.ops.misc import FrozenBatchNorm2d  # noqa: E402
 
+from benchmarks.calibration import calibrate  # noqa: E402
 from configs import default as default_config  # noqa: E402
 from ssvd_jax.models import detector as detector_lib  # noqa: E402
 
@@ -177,18 +178,6 @@ def torch_fn(batch: int, size: int, channels_last: bool):
             return model(x)
 
     return run
-
-
-def calibrate() -> float:
-    """Median time of a 1024^3 float32 matmul (one sample alone jitters by ~10% here)."""
-    a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
-    a @ a  # warm (BLAS threads)
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        a @ a
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def vm_hwm_mib() -> float:

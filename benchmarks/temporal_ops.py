@@ -37,6 +37,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.calibration import calibrate  # noqa: E402
 from ssvd_jax.ops import deform, sampling  # noqa: E402
 
 CHANNELS, GROUPS, KSIZE = 256, 4, 3
@@ -118,17 +119,6 @@ def _compile(jitted, *args):
     compiled = jitted.lower(*args).compile()
     seconds = time.perf_counter() - t0
     return (lambda: jax.block_until_ready(compiled(*args))), seconds
-
-
-def calibrate() -> float:
-    """Median of 3 timed 1024^3 float32 matmuls (one alone jitters by 20-30% here)."""
-    a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        a @ a
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def time_interleaved(thunks, min_repeats: int, max_repeats: int) -> tuple[list[float], int]:

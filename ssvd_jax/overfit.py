@@ -100,7 +100,8 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
     anchors = jnp.asarray(train.all_anchors(per_level_anchors))
     variables = init_variables(model, jnp.asarray(images[:1]), seed=config.seed)
     tx = optax.chain(
-        optax.clip_by_global_norm(config.optimizer.grad_clip_norm), optax.adam(cfg.learning_rate)
+        optax.clip_by_global_norm(config.optimizer.grad_clip_norm),
+        optax.adam(optax.cosine_decay_schedule(cfg.learning_rate, cfg.steps)),
     )
     state = train.create_train_state(model, variables, tx)
     settings = train.loss_settings_from_config(config)
