@@ -49,7 +49,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.arithmetic import count_macs  # noqa: E402
-from benchmarks.calibration import calibrate  # noqa: E402
+from benchmarks.measure import calibrate, vm_hwm_mib  # noqa: E402
 from configs import default as default_config  # noqa: E402
 from ssvd_jax import inference  # noqa: E402
 from ssvd_jax.models import ssvd as ssvd_lib  # noqa: E402
@@ -117,8 +117,9 @@ def build(config: Any, variables: dict[str, Any], case: Case) -> Built:
     slots = np.broadcast_to(entries % engine.buffer_size, (case.batch, len(entries)))
     on = np.ones(case.batch, bool)
     state = engine.init_state()
-    args = [jnp.asarray(a) for a in (np.zeros(case.batch, np.int32), on, slots, on)]
-    args[2] = args[2].astype(jnp.int32)
+    args = [
+        jnp.asarray(a) for a in (np.zeros(case.batch, np.int32), on, slots.astype(np.int32), on)
+    ]
     t0 = time.perf_counter()
     compiled = engine._step.lower(engine.variables, state, frames, *args).compile()
     compile_s = time.perf_counter() - t0
@@ -265,15 +266,6 @@ def acceptance(rows: list[dict[str, Any]]) -> str:
             lines.append(f"{r['dtype']}: {fp32['seconds'] / r['seconds']:.2f}x the speed of "
                          "float32")  # fmt: skip
     return "\n".join(lines)
-
-
-def vm_hwm_mib() -> float:
-    """This process's peak resident memory (VmHWM) in MiB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -48,7 +48,7 @@ from torchvision.ops import FeaturePyramidNetwork  # noqa: E402
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock  # noqa: E402
 from torchvision.ops.misc import FrozenBatchNorm2d  # noqa: E402
 
-from benchmarks.calibration import calibrate  # noqa: E402
+from benchmarks.measure import calibrate, vm_hwm_mib  # noqa: E402
 from configs import default as default_config  # noqa: E402
 from ssvd_jax.models import detector as detector_lib  # noqa: E402
 
@@ -178,19 +178,6 @@ def torch_fn(batch: int, size: int, channels_last: bool):
             return model(x)
 
     return run
-
-
-def vm_hwm_mib() -> float:
-    """This process's peak RSS (VmHWM) in MiB.
-
-    Not getrusage's ru_maxrss: Linux carries that over from the parent across fork + exec, so a
-    child started by this (large) process would report the parent's peak.
-    """
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def peak_rss_mib(framework: str, batch: int, size: int) -> tuple[float, float]:

@@ -37,7 +37,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.calibration import calibrate  # noqa: E402
+from benchmarks.measure import calibrate  # noqa: E402
 from ssvd_jax.ops import deform, sampling  # noqa: E402
 
 CHANNELS, GROUPS, KSIZE = 256, 4, 3
