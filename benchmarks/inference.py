@@ -106,7 +106,7 @@ def build(config: Any, variables: dict[str, Any], case: Case) -> Built:
         config.eval.schedule = case.schedule
         config.eval.num_supports = case.supports
     config.eval.cached = case.cached
-    model = ssvd_lib.create_ssvd(config.model)
+    model = ssvd_lib.create_model(config.model)
     engine = inference.create_engine(config, model, variables, num_videos=case.batch)
     s = config.data.image_size
     rng = np.random.default_rng(0)
@@ -159,9 +159,9 @@ def make_config(size: int, variant: str = "") -> Any:
 
 
 def make_variables(config: Any) -> dict[str, Any]:
-    model = ssvd_lib.create_ssvd(config.model)
+    model = ssvd_lib.create_model(config.model)
     s = config.data.image_size
-    return init_variables(model, jnp.zeros((1, s, s, 3)), jnp.zeros((1, 2, s, s, 3)), seed=0)
+    return init_variables(model, jnp.zeros((1, 3, s, s, 3)), seed=0)
 
 
 # The suite: groups of cases, each timed in a fresh process against its own single-frame

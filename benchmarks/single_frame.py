@@ -50,7 +50,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d  # noqa: E402
 
 from benchmarks.measure import calibrate, vm_hwm_mib  # noqa: E402
 from configs import default as default_config  # noqa: E402
-from ssvd_jax.models import detector as detector_lib  # noqa: E402
+from ssvd_jax.models import ssvd as ssvd_lib  # noqa: E402
 
 NUM_CLASSES, NUM_ANCHORS, WIDTH = 30, 9, 256
 
@@ -141,8 +141,10 @@ def torch_conv_macs(model: nn.Module, x: torch.Tensor) -> int:
 def jax_model_and_fn(batch: int, size: int):
     """(run, compile seconds, XLA buffer bytes, XLA cost-analysis MACs, conv MACs)."""
     config = default_config.get_config()
-    model = detector_lib.create_single_frame_detector(config.model)
-    x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, size, size, 3)), jnp.float32)
+    model = ssvd_lib.create_model(config.model, variant="single_frame")
+    x = jnp.asarray(
+        np.random.default_rng(0).standard_normal((batch, 1, size, size, 3)), jnp.float32
+    )
     # init_variables' rbg key, but compiled without YNNPACK fusions: under runtime's 'eltwise'
     # default the initialisers alone peak at 2.4 GB, which would swamp the RSS column.
     key = jax.random.key(0, impl="rbg")

@@ -35,8 +35,8 @@ import numpy as np  # noqa: E402
 
 from configs import default as default_config  # noqa: E402
 from configs import synthetic as synthetic_config  # noqa: E402
-from ssvd_jax import train  # noqa: E402
-from ssvd_jax.models import detector as detector_lib  # noqa: E402
+from ssvd_jax import objective, train  # noqa: E402
+from ssvd_jax.models.outputs import anchors_for  # noqa: E402
 
 CASES = ("default_b1", "default_b2", "default_p1_b1", "default_p1_b2", "synthetic")
 
@@ -55,28 +55,28 @@ def _case_config(case: str):
 
 def _batch(config, phase: str, per_device: int, rng: np.random.Generator) -> dict:
     n, size, g = jax.local_device_count(), config.data.image_size, config.data.max_boxes
-    images = rng.uniform(-100, 100, (n, per_device, size, size, 3)).astype(np.float32)
+    images = rng.uniform(-100, 100, (n, per_device, 1, size, size, 3)).astype(np.float32)
     x1 = rng.uniform(0, size * 0.6, (n, per_device, g, 2))
     wh = rng.uniform(size * 0.1, size * 0.4, (n, per_device, g, 2))
     batch = {
-        "images": images,
+        "frames": images,
         "boxes": np.concatenate([x1, x1 + wh], -1).astype(np.float32),
         "labels": rng.integers(0, 30, (n, per_device, g)).astype(np.int32),
         "valid": np.arange(g)[None, None] < 4,
     }
     batch["valid"] = np.broadcast_to(batch["valid"], (n, per_device, g))
     if phase == "phase2":
-        s = config.train.num_supports
-        batch["supports"] = np.broadcast_to(images[:, :, None], (n, per_device, s, size, size, 3))
+        t = 1 + config.train.num_supports
+        batch["frames"] = np.broadcast_to(images, (n, per_device, t, size, size, 3))
     return batch
 
 
 def run_case(case: str, steps: int) -> dict:
     config, phase, per_device = _case_config(case)
-    state, schedule = train._new_state(config, phase)
+    state, schedule = train.create_state(config, phase)
     size = config.data.image_size
-    anchors = train.all_anchors(detector_lib.anchors_for(size, config.model.anchors))
-    p_step = train.make_pmap_train_step(anchors, train.loss_settings_from_config(config), schedule)
+    anchors = train.all_anchors(anchors_for(size, config.model.anchors))
+    p_step = train.make_train_step(anchors, objective.create_loss_settings(config), schedule)
     rstate = train.replicate(state, jax.local_devices())
     batch = _batch(config, phase, per_device, np.random.default_rng(0))
     t0 = time.perf_counter()

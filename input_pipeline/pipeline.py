@@ -1,23 +1,22 @@
-"""tf.data pipelines over the built datasets: training clips, still images, ordered evaluation.
+"""tf.data pipelines over the built datasets: phase-2 training clips and phase-1 still images.
 
-Every function takes explicit numbers (sizes, K, max_boxes, seed, batch dims, mean); none reads
-a config. Records are read by index from the array_record files (`tfds` data sources), decoded
-and augmented with cv2 inside `tf.numpy_function` (cv2 releases the GIL, so the parallel map
-really runs on several cores), then batched with static shapes.
+Every function takes explicit numbers (sizes, K, max_boxes, seed, batch dims, mean) as required
+keyword arguments; none reads a config (`input_pipeline.train_data` does). Records are read by
+index from the array_record files (`tfds` data sources), decoded and augmented with cv2 inside
+`tf.numpy_function` (cv2 releases the GIL, so the parallel map really runs on several cores),
+then batched with static shapes. Evaluation does not come here: it reads frames from the
+ILSVRC folders and applies `input_pipeline.preprocess`.
 
-Batches (training clips; T = frames per clip, frame 0 is the reference, M = max_boxes,
-`*B` = batch_dims, e.g. (local_devices, per_device_batch)):
-  images        float32 [*B, T, S, S, 3]  BGR minus `mean` (uint8 BGR if mean is None)
-  boxes         float32 [*B, T, M, 4]     x1, y1, x2, y2 in input pixels; inclusive "+1"
-                                          convention (w = x2 - x1 + 1) if legacy_boxes, else
-                                          continuous edges; zeros where not valid
-  labels        int32   [*B, T, M]        0..29 (0 where not valid)
-  valid         bool    [*B, T, M]
-  track_ids     int32   [*B, T, M]        -1 for DET and padding
-  frame_indices int32   [*B, T]           index within the video (0 for DET)
-  is_video      bool    [*B]              False for a DET image repeated T times
-  clip_index    int64   [*B]              position in the global stream (seed, index) -> clip
-Still images: the same keys without the T axis. Evaluation: see `eval_frames`.
+Batches, one contract for both phases (T = frames per clip: 1 for still images, 1 + supports
+for clips; frame 0 is the reference; M = max_boxes; `*B` = batch_dims, e.g. (local_devices,
+per_device_batch)):
+  frames  float32 [*B, T, S, S, 3]  BGR minus `mean`
+  boxes   float32 [*B, M, 4]        the reference frame's boxes: x1, y1, x2, y2 in input
+                                    pixels; inclusive "+1" convention (w = x2 - x1 + 1) if
+                                    legacy_boxes, else continuous edges; zeros where not valid
+  labels  int32   [*B, M]           0..29 (0 where not valid)
+  valid   bool    [*B, M]
+(`load_clip` returns one clip with every frame's targets, track ids and frame indices.)
 
 Determinism: clip g of the global stream is a pure function of (seed, g); the global batch of
 step s holds clips s*G .. s*G+G-1 (G = hosts x local batch), each host taking its own slice, so
@@ -39,8 +38,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from input_pipeline import augment, builders
+from input_pipeline.preprocess import normalize
 
+# The expand canvas of `load_clip(mean=None)` (uint8 frames, for tests that look at pixels)
+# only; batches take the mean from the config (data.pixel_mean_bgr).
 RELEASE_MEAN_BGR: tuple[float, float, float] = (103.06, 115.90, 123.15)
+BATCH_KEYS = ("frames", "boxes", "labels", "valid")
 VID = "imagenet_vid"
 DET = "imagenet_det_vid30"
 
@@ -172,9 +175,9 @@ def reference_pool(
     vid: Table | None,
     det: Table | None,
     *,
-    vid_frames: str = "sampled",
-    det_per_class: int | None = None,
-    seed: int = 0,
+    vid_frames: str,
+    det_per_class: int | None,
+    seed: int,
 ) -> np.ndarray:
     """Reference frames of an epoch, [P, 3] int64 rows (source 0=VID/1=DET, video, frame).
 
@@ -264,25 +267,6 @@ def _single_threaded_cv2() -> None:
     cv2.setNumThreads(1)
 
 
-def _normalize(
-    image: np.ndarray, mean: Sequence[float], out: np.ndarray | None = None
-) -> np.ndarray:
-    """float32(image) - mean (BGR), the release's normalisation. cv2.subtract gives the same
-    float32 values as numpy and is ~8x faster (one pass, no temporary)."""
-    scalar = tuple(float(m) for m in mean) + (0.0,)
-    if out is None:
-        return cv2.subtract(image, scalar, dtype=cv2.CV_32F)
-    cv2.subtract(image, scalar, dst=out, dtype=cv2.CV_32F)
-    return out
-
-
-def _decode(jpeg: bytes, name: str) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot decode the JPEG of record {name}")
-    return image
-
-
 @dataclasses.dataclass(frozen=True)
 class AugmentOptions:
     """Which SSD steps run (all on by default) and their main numbers."""
@@ -366,7 +350,7 @@ def load_clip(
     if mean is not None:
         image_stack = np.empty([num_frames, s, s, 3], np.float32)
         for k, f in enumerate(frame_ids.tolist()):
-            _normalize(images[f], mean, out=image_stack[k])
+            normalize(images[f], mean, out=image_stack[k])
     else:
         image_stack = np.stack([images[f] for f in frame_ids.tolist()])
     boxes_out = np.zeros([num_frames, max_boxes, 4], np.float32)
@@ -394,9 +378,6 @@ def load_clip(
     }
 
 
-_CLIP_KEYS = ("images", "boxes", "labels", "valid", "track_ids", "frame_indices", "is_video")
-
-
 def _clip_dataset(
     vid: Table | None,
     det: Table | None,
@@ -411,20 +392,20 @@ def _clip_dataset(
     batch_dims: Sequence[int],
     host_index: int,
     num_hosts: int,
-    mean: Sequence[float] | None,
+    mean: Sequence[float],
     augment_options: AugmentOptions | None,
     legacy_boxes: bool,
-    squeeze_time: bool,
     num_parallel_calls: int,
     prefetch: int,
 ) -> tf.data.Dataset:
     if not 0 <= host_index < num_hosts:
         raise ValueError(f"host_index {host_index} not in [0, {num_hosts})")
+    if mean is None:
+        raise ValueError("mean is required: batches hold normalised frames")
     _single_threaded_cv2()
     local_batch = math.prod(batch_dims)
     stream = _Stream(pool, seed)
     tables = (vid, det)
-    image_dtype = tf.float32 if mean is not None else tf.uint8
 
     def load(position: np.int64) -> tuple[np.ndarray, ...]:
         g = _global_clip_index(int(position), local_batch, host_index, num_hosts)
@@ -440,32 +421,19 @@ def _clip_dataset(
             augment_options=augment_options,
             legacy_boxes=legacy_boxes,
         )
-        return tuple(clip[k] for k in _CLIP_KEYS) + (np.asarray(g, np.int64),)
+        # The reference frame's targets only: supports' boxes are not a training target.
+        return clip["images"], clip["boxes"][0], clip["labels"][0], clip["valid"][0]
 
     t, s, m = num_frames, image_size, max_boxes
-    shapes = {
-        "images": [t, s, s, 3],
-        "boxes": [t, m, 4],
-        "labels": [t, m],
-        "valid": [t, m],
-        "track_ids": [t, m],
-        "frame_indices": [t],
-        "is_video": [],
-        "clip_index": [],
-    }
-    dtypes = (image_dtype, tf.float32, tf.int32, tf.bool, tf.int32, tf.int32, tf.bool, tf.int64)
+    shapes = ([t, s, s, 3], [m, 4], [m], [m])
+    dtypes = (tf.float32, tf.float32, tf.int32, tf.bool)
 
     def to_dict(position: tf.Tensor) -> dict[str, tf.Tensor]:
         values = tf.numpy_function(load, [position], dtypes, stateful=False)
-        out = {}
-        for key, value in zip(_CLIP_KEYS + ("clip_index",), values, strict=True):
-            shape = shapes[key]
-            if squeeze_time and shape and shape[0] == t and key != "clip_index":
-                value = tf.ensure_shape(value, shape)[0]
-            else:
-                value = tf.ensure_shape(value, shape)
-            out[key] = value
-        return out
+        return {
+            key: tf.ensure_shape(value, shape)
+            for key, value, shape in zip(BATCH_KEYS, values, shapes, strict=True)
+        }
 
     # An unbounded stream of local positions; a resumed run starts at its step's first clip.
     ds = tf.data.Dataset.range(start_step * local_batch, np.iinfo(np.int64).max)
@@ -490,23 +458,24 @@ def train_clips(
     max_boxes: int,
     batch_dims: Sequence[int],
     seed: int,
-    num_frames: int = 3,
-    support_range: int = 12,
+    num_frames: int,
+    support_range: int,
+    vid_frames: str,
+    det_per_class: int | None,
+    mean: Sequence[float],
+    legacy_boxes: bool,
     start_step: int = 0,
     host_index: int = 0,
     num_hosts: int = 1,
-    vid_frames: str = "sampled",
-    det_per_class: int | None = None,
-    mean: Sequence[float] | None = RELEASE_MEAN_BGR,
     augment_options: AugmentOptions | None = AugmentOptions(),
-    legacy_boxes: bool = True,
     num_parallel_calls: int = tf.data.AUTOTUNE,
     prefetch: int = 2,
 ) -> tf.data.Dataset:
-    """Training clips: a reference frame and num_frames-1 supports from [t-K, t+K] (K =
-    support_range), SSD augmentation applied identically to all frames; DET images become
+    """Training clips (phase 2): a reference frame and num_frames-1 supports from [t-K, t+K]
+    (K = support_range), SSD augmentation applied identically to all frames; DET images become
     clips of one repeated frame. References come from `reference_pool(vid, det, vid_frames,
-    det_per_class)`, reshuffled every epoch. Batches as in the module docstring."""
+    det_per_class)`, reshuffled every epoch. Batches as in the module docstring (T =
+    num_frames)."""
     pool = reference_pool(vid, det, vid_frames=vid_frames, det_per_class=det_per_class, seed=seed)
     return _clip_dataset(
         vid,
@@ -524,7 +493,6 @@ def train_clips(
         mean=mean,
         augment_options=augment_options,
         legacy_boxes=legacy_boxes,
-        squeeze_time=False,
         num_parallel_calls=num_parallel_calls,
         prefetch=prefetch,
     )
@@ -538,19 +506,19 @@ def still_images(
     max_boxes: int,
     batch_dims: Sequence[int],
     seed: int,
-    det_per_class: int | None = 2000,
-    vid_frames: str = "sampled",
+    vid_frames: str,
+    det_per_class: int | None,
+    mean: Sequence[float],
+    legacy_boxes: bool,
     start_step: int = 0,
     host_index: int = 0,
     num_hosts: int = 1,
-    mean: Sequence[float] | None = RELEASE_MEAN_BGR,
     augment_options: AugmentOptions | None = AugmentOptions(),
-    legacy_boxes: bool = True,
     num_parallel_calls: int = tf.data.AUTOTUNE,
     prefetch: int = 2,
 ) -> tf.data.Dataset:
-    """Phase-1 still images: VID frames (15 per video) and DET images (at most det_per_class per
-    class), SSD-augmented. Same keys as `train_clips` without the T axis."""
+    """Phase-1 still images: VID frames and DET images (at most det_per_class per class),
+    SSD-augmented. Batches as in the module docstring with T = 1."""
     pool = reference_pool(vid, det, vid_frames=vid_frames, det_per_class=det_per_class, seed=seed)
     return _clip_dataset(
         vid,
@@ -568,159 +536,6 @@ def still_images(
         mean=mean,
         augment_options=augment_options,
         legacy_boxes=legacy_boxes,
-        squeeze_time=True,
         num_parallel_calls=num_parallel_calls,
         prefetch=prefetch,
     )
-
-
-# ----------------------------------------------------------------------------------------------
-# Evaluation
-
-
-def assign_videos(lengths: Sequence[int], num_hosts: int) -> list[list[int]]:
-    """Whole videos per host, each to the currently least-loaded host (by frames), in list order
-    (the release's test sampler). Returns the video indices of each host, in order."""
-    load = [0] * num_hosts
-    out: list[list[int]] = [[] for _ in range(num_hosts)]
-    for v, n in enumerate(lengths):
-        h = min(range(num_hosts), key=lambda i: (load[i], i))
-        out[h].append(v)
-        load[h] += int(n)
-    return out
-
-
-_EVAL_KEYS = (
-    "image",
-    "video_index",
-    "frame_index",
-    "num_frames",
-    "frame_id",
-    "width",
-    "height",
-    "gt_boxes",
-    "gt_labels",
-    "gt_valid",
-    "gt_track_ids",
-    "gt_generated",
-    "is_real",
-)
-
-
-def load_eval_frame(
-    table: Table,
-    video: int,
-    frame: int,
-    image_size: int,
-    max_boxes: int,
-    mean: Sequence[float] | None,
-) -> dict[str, np.ndarray]:
-    """One evaluation frame: cv2 decode (BGR), cv2.resize INTER_LINEAR to the square size,
-    minus the mean (REFERENCE_SPEC §6), plus ids and raw ground truth."""
-    record = int(table.starts[video]) + frame
-    rec = table.read(record)
-    img = cv2.resize(
-        _decode(rec.jpeg, f"{table.name}/{record}"),
-        (image_size, image_size),
-        interpolation=cv2.INTER_LINEAR,
-    )
-    image = _normalize(img, mean) if mean is not None else img
-    n = min(len(rec.boxes), max_boxes)
-    gt = np.zeros([max_boxes, 4], np.int32)
-    gt[:n] = rec.boxes[:n]
-
-    def padded(x: np.ndarray, dtype: Any, fill: Any) -> np.ndarray:
-        out = np.full([max_boxes], fill, dtype)
-        out[:n] = x[:n]
-        return out
-
-    return {
-        "image": image,
-        "video_index": np.int32(video),
-        "frame_index": np.int32(frame),
-        "num_frames": np.int32(table.lengths[video]),
-        "frame_id": np.int64(record + 1),
-        "width": np.int32(rec.width),
-        "height": np.int32(rec.height),
-        "gt_boxes": gt,
-        "gt_labels": padded(rec.labels, np.int32, 0),
-        "gt_valid": padded(np.ones(n, bool), bool, False),
-        "gt_track_ids": padded(rec.track_ids, np.int32, -1),
-        "gt_generated": padded(rec.generated, bool, False),
-        "is_real": np.bool_(True),
-    }
-
-
-def eval_frames(
-    table: Table,
-    *,
-    image_size: int,
-    max_boxes: int,
-    batch_dims: Sequence[int] = (),
-    host_index: int = 0,
-    num_hosts: int = 1,
-    mean: Sequence[float] | None = RELEASE_MEAN_BGR,
-    num_parallel_calls: int = tf.data.AUTOTUNE,
-    prefetch: int = 2,
-) -> tf.data.Dataset:
-    """Every frame of every video of this host, in order (videos in list order, frames 0..L-1).
-
-    Elements: image float32 [S, S, 3] (BGR - mean, cv2.resize as the release), video_index,
-    frame_index, num_frames, frame_id (the evaluation's global 1-based id = record + 1), width,
-    height (original size), gt_boxes int32 [M, 4] (raw inclusive XML boxes), gt_labels,
-    gt_valid, gt_track_ids, gt_generated [M], is_real. With batch_dims, elements are batched to
-    [*batch_dims, ...]; the last batch is padded with is_real=False frames.
-    """
-    _single_threaded_cv2()
-    videos = assign_videos(table.lengths, num_hosts)[host_index]
-    index = np.array(
-        [(v, f) for v in videos for f in range(int(table.lengths[v]))], np.int64
-    ).reshape(-1, 2)
-    local_batch = math.prod(batch_dims)
-    num_real = len(index)
-    total = -(-num_real // local_batch) * local_batch if batch_dims else num_real
-    image_dtype = tf.float32 if mean is not None else tf.uint8
-
-    def load(i: np.int64) -> tuple[np.ndarray, ...]:
-        i = int(i)
-        v, f = index[min(i, num_real - 1)]
-        out = load_eval_frame(table, int(v), int(f), image_size, max_boxes, mean)
-        if i >= num_real:  # padding of the last batch: a copy of the last frame, marked
-            out["is_real"] = np.bool_(False)
-        return tuple(out[k] for k in _EVAL_KEYS)
-
-    m, s = max_boxes, image_size
-    shapes = [[s, s, 3], [], [], [], [], [], [], [m, 4], [m], [m], [m], [m], []]
-    dtypes = (
-        image_dtype,
-        tf.int32,
-        tf.int32,
-        tf.int32,
-        tf.int64,
-        tf.int32,
-        tf.int32,
-        tf.int32,
-        tf.int32,
-        tf.bool,
-        tf.int32,
-        tf.bool,
-        tf.bool,
-    )
-
-    def to_dict(i: tf.Tensor) -> dict[str, tf.Tensor]:
-        values = tf.numpy_function(load, [i], dtypes, stateful=False)
-        return {
-            k: tf.ensure_shape(v, sh) for k, v, sh in zip(_EVAL_KEYS, values, shapes, strict=True)
-        }
-
-    ds = tf.data.Dataset.range(total).map(
-        to_dict, num_parallel_calls=num_parallel_calls, deterministic=True
-    )
-    if batch_dims:
-        ds = ds.batch(local_batch, drop_remainder=True)
-        ds = ds.map(
-            lambda b: tf.nest.map_structure(
-                lambda x: tf.reshape(x, list(batch_dims) + x.shape[1:].as_list()), b
-            )
-        )
-    return ds.prefetch(prefetch)

@@ -3,7 +3,8 @@
 A checkpoint step holds two items: 'state' (any pytree of arrays: model variables, or a whole
 train state) and 'meta' (JSON: what the state is, the config, the data position, ...). Orbax
 writes each step into a temporary folder and renames it when complete, so an interrupted save
-never leaves a half-written step that a restore would pick up.
+never leaves a half-written step that a restore would pick up. `restore_model` turns a folder
+of checkpoints into the model they hold and its variables.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
+
+from ssvd_jax.models import ssvd as ssvd_lib
+from ssvd_jax.models.params import abstract_variables
 
 
 class Checkpointer:
@@ -138,3 +142,44 @@ def structure_mismatches(saved: Any, expected: Any) -> list[str]:
         if got is not None and tuple(got.shape) != tuple(want.shape):
             out.append(f"{k}: shape {tuple(got.shape)}, expected {tuple(want.shape)}")
     return out
+
+
+class CheckpointKindError(ValueError):
+    """The checkpoint holds no detector (e.g. a converted PWC-Net or ResNet)."""
+
+
+def checkpoint_variant(meta: dict[str, Any], config_variant: str, folder: str) -> str:
+    """The SSVD variant a checkpoint holds: phase 1's single-frame detector, else the config's
+    model (a phase-2 training run or a converted release checkpoint)."""
+    kind = meta.get("phase") or meta.get("kind")
+    if kind == "phase1":
+        return "single_frame"
+    if kind in ("phase2", "ssvd"):
+        return config_variant
+    raise CheckpointKindError(
+        f"{folder}: a {kind!r} checkpoint holds no detector; evaluate a training phase's "
+        "checkpoints or a converted release (--checkpoint_kind=ssvd)"
+    )
+
+
+def restore_model(folder: str, config: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """(SSVD module, variables, checkpoint meta with 'checkpoint' and 'step') of the latest step
+    in `folder`: a training phase's checkpoints (phase 1 holds the single-frame variant) or a
+    converted release. The variables are checked against the config's model."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder}: no such checkpoint folder")
+    ckpt = Checkpointer(folder, async_save=False)
+    try:
+        meta = ckpt.read_meta()
+        variant = checkpoint_variant(meta, config.model.variant, folder)
+        model = ssvd_lib.create_model(config.model, variant=variant)
+        num_frames = 1 if variant == "single_frame" else 3  # any T: shapes do not depend on it
+        frames = ssvd_lib.example_frames(config.data.image_size, num_frames)
+        expected = abstract_variables(model, frames)
+        step = ckpt.latest_step()
+        variables, meta = ckpt.restore_variables(
+            {"params": expected["params"], "batch_stats": expected.get("batch_stats", {})}, step
+        )
+    finally:
+        ckpt.close()
+    return model, variables, dict(meta, checkpoint=os.path.abspath(folder), step=step)

@@ -25,7 +25,6 @@ import numpy as np
 from flax import traverse_util
 
 from ssvd_jax.checkpoint import Checkpointer
-from ssvd_jax.models import detector as detector_lib
 from ssvd_jax.models import pwcnet as pwcnet_lib
 from ssvd_jax.models import ssvd as ssvd_lib
 from ssvd_jax.models.params import abstract_variables
@@ -417,8 +416,8 @@ def convert_file(path: str, kind: str, config: Any) -> tuple[dict[str, Any], dic
     image = jax_shape((1, size, size, 3))
     try:
         if kind == "ssvd":
-            model = ssvd_lib.create_ssvd(config.model)
-            template = abstract_variables(model, image, jax_shape((1, 2, size, size, 3)))
+            model = ssvd_lib.create_model(config.model)
+            template = abstract_variables(model, ssvd_lib.example_frames(size, 3))
             a = config.model.anchors
             cells = [
                 anchors_lib.cell_anchors(s, z, tuple(a.ratios), a.scales_per_octave)
@@ -429,7 +428,7 @@ def convert_file(path: str, kind: str, config: Any) -> tuple[dict[str, Any], dic
             net = pwcnet_lib.PWCNet(config.model.pwc_channel_scale)
             variables = pwcnet_from_torch(sd, abstract_variables(net, image, image))
         else:
-            body = detector_lib.create_backbone(config.model.backbone)
+            body = ssvd_lib.create_backbone(config.model.backbone, jnp.float32)
             variables = resnet_from_torch(sd, abstract_variables(body, image), style="torchvision")
     except ConversionError as e:
         raise ConversionError(f"{path}: {e}") from e

@@ -23,22 +23,21 @@ Unlike the release, a 1-frame video is detected too (all entries are that frame)
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssvd_jax.models import detector as detector_lib
+from ssvd_jax.models import outputs as outputs_lib
 from ssvd_jax.ops import postprocess
 
 Array = jax.Array
 RELEASE_OFFSETS = (0, -1, 1, -2, 2, -3, 3)
 
 
-def release_entries(length: int, max_half_window: int = 15) -> np.ndarray:
+def release_entries(length: int, max_half_window: int) -> np.ndarray:
     """[L, 7] frame indices of every frame's entries under the release's schedule."""
     half = min(length // 2, max_half_window)
     delta = (2 * half) // 6
@@ -46,7 +45,7 @@ def release_entries(length: int, max_half_window: int = 15) -> np.ndarray:
     return np.clip(t + np.asarray(RELEASE_OFFSETS)[None] * delta, 0, length - 1)
 
 
-def paper_offsets(num_supports: int, half_window: int = 12) -> np.ndarray:
+def paper_offsets(num_supports: int, half_window: int) -> np.ndarray:
     """N offsets spread evenly over the 2K candidates [-K, -1] u [1, K] (symmetric for even N)."""
     candidates = np.concatenate([np.arange(-half_window, 0), np.arange(1, half_window + 1)])
     if num_supports > len(candidates):
@@ -57,7 +56,7 @@ def paper_offsets(num_supports: int, half_window: int = 12) -> np.ndarray:
     return candidates[picks]
 
 
-def paper_entries(length: int, num_supports: int = 6, half_window: int = 12) -> np.ndarray:
+def paper_entries(length: int, num_supports: int, half_window: int) -> np.ndarray:
     """[L, 1 + N] frame indices: the reference, then N evenly spread supports (clamped)."""
     offsets = np.concatenate([[0], paper_offsets(num_supports, half_window)])
     return np.clip(np.arange(length)[:, None] + offsets[None], 0, length - 1)
@@ -107,19 +106,15 @@ class OnlineEngine:
         variables: Any,
         *,
         image_size: int,
-        anchor_config: Any,
-        num_classes: int,
-        schedule: str = "release",
-        num_supports: int = 6,
-        half_window: int = 15,
-        num_videos: int = 1,
-        score_threshold: float = 0.1,
-        pre_nms_top_n: int = 1000,
-        nms_iou: float = 0.45,
-        max_detections: int = 100,
-        legacy_boxes: bool = True,
-        cached: bool = True,
+        detect_fn: Callable[..., postprocess.Detections],
+        schedule: str,
+        num_supports: int,
+        half_window: int,
+        num_videos: int,
+        cached: bool,
     ):
+        """`detect_fn(list of streams' outputs) -> Detections` is the post-processing with its
+        settings bound (`models.outputs.create_detect`)."""
         self.model = model
         self.cached = cached
         self.variables = variables
@@ -131,18 +126,7 @@ class OnlineEngine:
         self.num_entries = len(RELEASE_OFFSETS) if schedule == "release" else 1 + num_supports
         self.buffer_size = buffer_slots_needed(schedule, num_supports, half_window)
         self.frames_pushed = 0  # bodies run, summed over videos (the once-per-frame check)
-        anchors = detector_lib.anchors_for(image_size, anchor_config)
-        self._detect = functools.partial(
-            detector_lib.detect,
-            per_level_anchors=anchors,
-            image_size=image_size,
-            num_classes=num_classes,
-            score_threshold=score_threshold,
-            pre_nms_top_n=pre_nms_top_n,
-            nms_iou=nms_iou,
-            max_detections=max_detections,
-            legacy=legacy_boxes,
-        )
+        self._detect = detect_fn
         self._step = jax.jit(self._step_impl, donate_argnums=(1,))
 
     # ---- device state --------------------------------------------------------------------
@@ -314,25 +298,19 @@ def create_engine(
     A single-frame model aggregates nothing, so its schedule is the reference alone (no lag,
     a one-slot buffer) whatever `eval.schedule` says.
     """
-    ev, post = config.eval, config.postprocess
+    ev = config.eval
     schedule, supports = ev.schedule, ev.num_supports
-    if getattr(model, "variant", None) == "single_frame":
+    if model.variant == "single_frame":
         schedule, supports = "paper", 0
     half_window = ev.release_half_window if schedule == "release" else ev.paper_half_window
     return OnlineEngine(
         model,
         variables,
         image_size=config.data.image_size,
-        anchor_config=config.model.anchors,
-        num_classes=config.model.num_classes,
+        detect_fn=outputs_lib.create_detect(config),
         schedule=schedule,
         num_supports=supports,
         half_window=half_window,
         num_videos=num_videos or ev.batch_videos,
-        score_threshold=post.score_threshold,
-        pre_nms_top_n=post.pre_nms_top_n,
-        nms_iou=post.nms_iou,
-        max_detections=post.max_detections,
-        legacy_boxes=post.legacy_boxes,
         cached=ev.cached,
     )

@@ -26,7 +26,8 @@ from typing import Any
 
 from absl import logging
 
-from ssvd_jax.evaluation.results import atomic_write_text
+from ssvd_jax import jobs
+from ssvd_jax.files import atomic_write_json, atomic_write_text
 
 
 def load_config_module(config_path: str) -> Any:
@@ -123,16 +124,14 @@ def run(
     sweep_name: str,
     train_fn: Callable[[Any, str], dict[str, Any]] | None = None,
     eval_fn: Callable[[Any, str, str], dict[str, Any]] | None = None,
-) -> list[dict[str, Any]]:
+) -> jobs.JobResult:
     """Train (and evaluate) every point of the sweep, skipping finished ones; write the table.
 
     train_fn(config, point_dir) -> summary and eval_fn(config, trained_dir, point_dir) ->
-    summary default to `train.train_and_evaluate` and an evaluation of `trained_dir`'s phases
-    into `point_dir`.
+    summary default to `jobs.train_and_evaluate` and an evaluation of `trained_dir`'s phases
+    into `point_dir`. Returns the table as a `JobResult` (data: {'rows', 'markdown', 'csv'}).
     """
-    from ssvd_jax import train
-
-    train_fn = train_fn or train.train_and_evaluate
+    train_fn = train_fn or (lambda c, w: jobs.train_and_evaluate(c, w).data)
     eval_fn = eval_fn or _evaluate_trained_point
     module = load_config_module(config_path)
     if not hasattr(module, "sweep"):
@@ -162,23 +161,24 @@ def run(
         write_table(rows, workdir, sweep_name)  # a partial table survives an interruption
     md_path, csv_path = write_table(rows, workdir, sweep_name)
     with open(md_path) as f:
-        print(f.read())
-    print(f"wrote {md_path} and {csv_path}")
-    return rows
+        table = f.read()
+    return jobs.JobResult(
+        text=f"{table}wrote {md_path} and {csv_path}",
+        data={"rows": rows, "markdown": md_path, "csv": csv_path},
+    )
 
 
 def _evaluate_trained_point(config: Any, trained_dir: str, point_dir: str) -> dict[str, Any]:
     """A point that shares an earlier point's training: that point's phase summaries, this
     point's evaluation of its checkpoints; written to `<point_dir>/summary.json`."""
-    from ssvd_jax import train
-
     with open(os.path.join(trained_dir, "summary.json")) as f:
         base = json.load(f)
     start = time.time()
     summary = {"phases": base["phases"], "variant": base.get("variant"), "trained_in": trained_dir}
     os.makedirs(point_dir, exist_ok=True)
     if config.eval.after_training:
-        summary.update(train.evaluate_trained(config, trained_dir, config.train.phases, point_dir))
+        evaluation, _ = jobs.evaluate_trained(config, trained_dir, config.train.phases, point_dir)
+        summary.update(evaluation)
     summary["seconds"] = time.time() - start
-    atomic_write_text(os.path.join(point_dir, "summary.json"), json.dumps(summary, indent=1))
+    atomic_write_json(os.path.join(point_dir, "summary.json"), summary)
     return summary

@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from input_pipeline.preprocess import preprocess
 from ssvd_jax.inference import Video
 from ssvd_jax.metric_logging import progress_bar
 from ssvd_jax.ops.postprocess import Detections
@@ -89,7 +90,7 @@ def draw_detections(
     frame_bgr: np.ndarray,
     detections: Detections,
     class_names: tuple[str, ...],
-    min_score: float = 0.3,
+    min_score: float,
 ) -> np.ndarray:
     """Boxes with class names and scores drawn on a copy of the frame."""
     out = frame_bgr.copy()
@@ -118,7 +119,7 @@ def run_demo(
     *,
     pixel_mean_bgr: tuple[float, ...],
     class_names: tuple[str, ...],
-    min_score: float = 0.3,
+    min_score: float,
 ) -> dict[str, float]:
     """Detect every frame of a video with an `inference.OnlineEngine` and write the drawn video.
 
@@ -128,20 +129,20 @@ def run_demo(
     import imageio_ffmpeg
 
     frames, count, (width, height), fps = open_video(input_path)
-    size = engine.image_size
-    mean = np.asarray(pixel_mean_bgr, np.float32)
     originals: dict[int, np.ndarray] = {}
 
     def normalised() -> Iterator[np.ndarray]:
         for t, frame in enumerate(frames):
             originals[t] = frame
-            resized = cv2.resize(frame, (size, size), interpolation=cv2.INTER_LINEAR)
-            yield resized.astype(np.float32) - mean
+            yield preprocess(frame, image_size=engine.image_size, mean_bgr=pixel_mean_bgr)
 
     folder = os.path.dirname(os.path.abspath(output_path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".mp4")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the video private
     writer = imageio_ffmpeg.write_frames(
         tmp, (width, height), fps=fps, macro_block_size=1, pix_fmt_in="rgb24"
     )

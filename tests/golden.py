@@ -1,6 +1,6 @@
 """The golden parity fixture's synthetic weights, regenerated from its README's rule.
 
-`shared/fixtures/ssvd_reference_parity/README.md` §3: every state_dict key is drawn from
+`tests/fixtures/ssvd_reference_parity/README.md` §3: every state_dict key is drawn from
 `np.random.default_rng(crc32(key))` with a per-key gain; `keys.tsv` lists keys, shapes and a
 SHA-256 prefix of each float32 tensor, which `release_state_dict` checks key by key.
 """
@@ -16,7 +16,7 @@ import zlib
 
 import numpy as np
 
-FIXTURE = pathlib.Path(__file__).resolve().parents[2] / "shared/fixtures/ssvd_reference_parity"
+FIXTURE = pathlib.Path(__file__).resolve().parent / "fixtures/ssvd_reference_parity"
 SQRT2 = math.sqrt(2.0)
 
 

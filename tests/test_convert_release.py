@@ -1,6 +1,6 @@
 """Conversion of the authors' SSVD checkpoints: key lists, prefixes, strictness, files.
 
-The full-size key lists of the release (shared/docs/ssvd_state_dict_keys_v{1,2}.tsv: 696 / 699
+The full-size key lists of the release (tests/fixtures/ssvd_release_keys/ssvd_state_dict_keys_v{1,2}.tsv: 696 / 699
 keys with shapes) must be exactly what our full-size models need, so a real release checkpoint
 converts with nothing missing or left over. The value path (layouts, the transposed-conv flip)
 is pinned by the golden parity test; here the renaming and the error paths are.
@@ -21,7 +21,7 @@ from ssvd_jax.models.params import init_variables
 from ssvd_jax.models.pwcnet import PWCNet
 from ssvd_jax.ops import anchors as anchors_lib
 
-DOCS = pathlib.Path(__file__).resolve().parents[2] / "shared/docs"
+KEYS = pathlib.Path(__file__).resolve().parent / "fixtures/ssvd_release_keys"
 
 
 def _template(config, size=448):
@@ -34,7 +34,7 @@ def _template(config, size=448):
 def _release_keys(version: str) -> dict[str, tuple[int, ...]]:
     """`key<TAB>(shape)` per line."""
     out = {}
-    for line in (DOCS / f"ssvd_state_dict_keys_v{version}.tsv").read_text().splitlines():
+    for line in (KEYS / f"ssvd_state_dict_keys_v{version}.tsv").read_text().splitlines():
         key, shape = line.split("\t")
         out[key] = tuple(int(d) for d in shape.strip("() ").split(",") if d.strip())
     return out

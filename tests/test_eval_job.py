@@ -4,9 +4,9 @@
   the val split with the online engine, writes devkit detections, JSON summaries and the
   side-by-side table, and draws the first val video into demo.mp4 (as many frames as the video).
 - The written detections are exactly what `--mode=score` computes from that file.
-- `main.py --mode=eval` on the finished workdir reuses the identical evaluations instead of
-  detecting again; `--mode=eval --checkpoint=...` evaluates one folder; `--mode=demo` draws an
-  mp4 made here, frame count kept.
+- The eval job on the finished workdir reuses the identical evaluations instead of detecting
+  again; with a checkpoint it evaluates one folder; the demo job draws an mp4 made here, frame
+  count kept; `main.py` turns a missing input into one line naming the file.
 - Checkpoints that hold no detector, or another model's variables, fail naming the folder.
 - A sweep whose points differ only in `eval.*` trains once and evaluates every point.
 """
@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from ssvd_jax import evaluate, sweep, train, visualize
+from ssvd_jax import jobs, sweep, visualize
 from ssvd_jax import workdir as workdir_lib
+from ssvd_jax.checkpoint import CheckpointKindError, restore_model
 from ssvd_jax.evaluation import results, score
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def trained(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("eval_data")
     workdir = tmp_path_factory.mktemp("eval_run")
     config = _config(data_dir)
-    summary = train.train_and_evaluate(config, str(workdir))
+    summary = jobs.train_and_evaluate(config, str(workdir)).data
     return config, workdir, summary
 
 
@@ -75,9 +76,10 @@ def test_training_run_evaluates_both_phases_and_draws_a_demo(trained):
     assert summary["eval"]["phase2"]["variant"] == "two_stream"
     for phase in ("phase1", "phase2"):
         e = summary["eval"][phase]
-        assert 0.0 <= e["mAP"] <= 1.0 and e["frames_per_second"] > 0
+        assert e["frames_per_second"] > 0
         out = workdir_lib.eval_dir(str(workdir), phase)
         stored = json.loads(pathlib.Path(out, "summary_VID_val.json").read_text())
+        np.testing.assert_equal(e["mAP"], stored["mAP"])
         assert stored["settings"]["step"] == 2 and stored["settings"]["split"] == "val"
         # The stored detections score to the stored summary (no model involved).
         rescored = score.score_detections(
@@ -98,54 +100,63 @@ def test_training_run_evaluates_both_phases_and_draws_a_demo(trained):
     assert count == demo["frames"] == video.num_frames
 
 
-def test_eval_mode_reuses_identical_evaluations(trained):
+def test_eval_job_reuses_identical_evaluations(trained):
     config, workdir, _ = trained
     det = pathlib.Path(workdir_lib.eval_dir(str(workdir), "phase2"), "det_VID_val.txt")
     before = det.stat().st_mtime_ns
-    done = _main("--mode=eval", *_config_flags(config, workdir))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "SSVD two_stream (phase2)" in done.stdout
+    result = jobs.evaluate(config, str(workdir))
+    assert "SSVD two_stream (phase2)" in result.text
     assert det.stat().st_mtime_ns == before, "an identical evaluation ran again"
 
 
-def test_eval_mode_on_one_checkpoint_folder(trained, tmp_path):
+def test_eval_job_on_one_checkpoint_folder(trained, tmp_path):
     config, workdir, _ = trained
     folder = workdir_lib.checkpoint_dir(str(workdir), "phase1")
-    out = tmp_path / "one"
-    done = _main(
-        "--mode=eval", f"--checkpoint={folder}", *_config_flags(config, out),
-        "--config.eval.max_videos=1",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    stored = json.loads((out / "eval" / "phase1" / "summary_VID_val.json").read_text())
+    one = config.copy_and_resolve_references()
+    one.eval.max_videos = 1
+    result = jobs.evaluate(one, str(tmp_path / "one"), folder)
+    stored = json.loads((tmp_path / "one" / "eval" / "phase1" / "summary_VID_val.json").read_text())
     assert stored["settings"]["variant"] == "single_frame"
-    assert "single-frame baseline (phase1)" in done.stdout
+    assert stored["settings"]["max_videos"] == 1
+    assert "single-frame baseline (phase1)" in result.text
 
 
-def test_demo_mode_on_an_mp4(trained, tmp_path):
+def test_demo_job_on_an_mp4(trained, tmp_path, rng):
     import imageio_ffmpeg
 
     config, workdir, _ = trained
     src = tmp_path / "clip.mp4"
     writer = imageio_ffmpeg.write_frames(str(src), (80, 48), fps=8, macro_block_size=1)
     writer.send(None)
-    rng = np.random.default_rng()
     for _ in range(7):
         writer.send(rng.integers(0, 255, (48, 80, 3), dtype=np.uint8))
     writer.close()
     out = tmp_path / "drawn.mp4"
-    done = _main(
-        "--mode=demo", f"--input={src}", f"--output={out}", *_config_flags(config, workdir)
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "frames/s" in done.stdout
+    result = jobs.demo(config, str(workdir), str(src), str(out))
+    assert "frames/s" in result.text and result.data["frames"] == 7
     _, count, size, _ = visualize.open_video(str(out))
     assert count == 7 and size == (80, 48)
-    missing = _main(
-        "--mode=demo", f"--input={tmp_path / 'none.mp4'}", f"--output={out}",
-        *_config_flags(config, workdir),
+    assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask()), "demo video not readable"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_main_reports_a_missing_input_in_one_line(trained, tmp_path):
+    config, workdir, _ = trained
+    missing = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--config=configs/tiny.py", "--mode=demo",
+         f"--input={tmp_path / 'none.mp4'}", f"--output={tmp_path / 'out.mp4'}",
+         f"--workdir={workdir}", f"--config.data.image_size={SIZE}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert missing.returncode != 0 and "none.mp4" in missing.stderr
+    assert missing.returncode != 0
+    last = missing.stderr.strip().splitlines()[-1]
+    assert last.startswith("demo failed: ") and "none.mp4" in last, missing.stderr[-2000:]
+    assert "Traceback" not in missing.stderr
 
 
 def test_checkpoints_without_this_detector_fail_naming_the_folder(trained, tmp_path):
@@ -154,16 +165,16 @@ def test_checkpoints_without_this_detector_fail_naming_the_folder(trained, tmp_p
     other.model.fpn_channels = 16
     folder = workdir_lib.checkpoint_dir(str(workdir), "phase2")
     with pytest.raises(ValueError, match=f"{folder}.*shape"):
-        evaluate.load_model(other, folder)
+        restore_model(folder, other)
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        evaluate.load_model(config, str(tmp_path / "nowhere"))
+        restore_model(str(tmp_path / "nowhere"), config)
     from ssvd_jax.checkpoint import Checkpointer
 
     pwc = Checkpointer(str(tmp_path / "pwc"), async_save=False)
     pwc.save(0, {"params": {"w": np.ones(2, np.float32)}}, {"kind": "pwcnet"}, force=True)
     pwc.close()
-    with pytest.raises(evaluate.CheckpointKindError, match="pwcnet"):
-        evaluate.load_model(config, str(tmp_path / "pwc"))
+    with pytest.raises(CheckpointKindError, match="pwcnet"):
+        restore_model(str(tmp_path / "pwc"), config)
 
 
 def test_eval_only_sweep_points_share_one_training(trained, tmp_path):
@@ -184,9 +195,10 @@ def test_eval_only_sweep_points_share_one_training(trained, tmp_path):
         trainings.append(point_dir)
         os.makedirs(point_dir)
         os.symlink(workdir / "phase2", os.path.join(point_dir, "phase2"))
-        return train.train_and_evaluate(point_config, point_dir)
+        return jobs.train_and_evaluate(point_config, point_dir).data
 
-    rows = sweep.run(base, str(tmp_path / "sweep"), str(config_file), "supports", train_fn)
+    result = sweep.run(base, str(tmp_path / "sweep"), str(config_file), "supports", train_fn)
+    rows = result.data["rows"]
     assert len(trainings) == 1
     assert [r["eval.num_supports"] for r in rows] == [0, 2]
     second = json.loads((tmp_path / "sweep" / "01_schedule=paper,num_supports=2" /
@@ -197,4 +209,4 @@ def test_eval_only_sweep_points_share_one_training(trained, tmp_path):
          "summary_VID_val.json").read_text()
     )["settings"]  # fmt: skip
     assert settings["schedule"] == "paper" and settings["num_supports"] == 2
-    assert all(0.0 <= r["phase2 mAP"] <= 1.0 for r in rows)
+    assert "num_supports" in result.text and result.data["markdown"].endswith(".md")

@@ -1,4 +1,4 @@
-"""Golden parity with the authors' released implementation (shared/fixtures/ssvd_reference_parity).
+"""Golden parity with the authors' released implementation (tests/fixtures/ssvd_reference_parity).
 
 The release ran on CPU in float32 for one reference frame with its 7 entries under synthetic
 weights that `tests/golden.py` regenerates bit for bit. We convert those weights with

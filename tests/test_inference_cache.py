@@ -40,15 +40,14 @@ def _relative_error(got, want) -> float:
         ("motion_guided_sampling", "1"),
     ],
 )
-def test_cached_aggregation_equals_per_pair(variant, version):
+def test_cached_aggregation_equals_per_pair(variant, version, rng):
     config = tiny.get_config()
     config.data.image_size = SIZE
     config.model.variant = variant
     config.model.sampling.version = version
-    model = ssvd_lib.create_ssvd(config.model)
-    rng = np.random.default_rng()
+    model = ssvd_lib.create_model(config.model)
     frames = jnp.asarray(rng.uniform(-100, 100, (BATCH, ENTRIES, SIZE, SIZE, 3)), jnp.float32)
-    variables = init_variables(model, frames[:, 0], frames[:, 1:], seed=int(rng.integers(1 << 30)))
+    variables = init_variables(model, frames, seed=int(rng.integers(1 << 30)))
 
     def features(variables, images):
         merged = images.reshape(-1, SIZE, SIZE, 3)

@@ -2,7 +2,8 @@
 
 Acceptance for the foundation: the loss falls by more than 10x and, after `detect` (the
 release's post-processing), every ground-truth box is recovered by a same-class detection with
-IoU > 0.7. Also checks the run's JSON report and that generated boxes frame their shapes.
+IoU > 0.7; the path runs THE train step and the test-time preprocessing. Also checks the run's
+JSON report and that generated boxes frame their shapes.
 """
 
 import json
@@ -30,12 +31,14 @@ def test_toy_boxes_frame_their_shapes():
     np.testing.assert_array_equal(again["images"], data["images"])  # deterministic from the seed
 
 
-def test_tiny_detector_overfits(tmp_path):
+def test_tiny_detector_overfits(tmp_path, rng):
     config = tiny.get_config()
     config.overfit.num_images = 4
     config.overfit.steps = 150
-    config.seed = int(np.random.default_rng().integers(1000))
-    result = overfit.run(config, str(tmp_path))
+    config.seed = int(rng.integers(1000))
+    job = overfit.run(config, str(tmp_path))
+    result = job.data
+    assert job.exit_code == 0 and "PASSED" in job.text
     assert result["loss_drop"] > 10.0, result["loss_drop"]
     assert result["boxes"], "no ground truth was generated"
     assert all(r["best_iou"] > 0.7 for r in result["boxes"]), result["boxes"]

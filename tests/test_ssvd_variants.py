@@ -1,10 +1,10 @@
 """Every SSVD variant trains: a tiny model takes gradient steps on a tiny clip batch.
 
 For each variant the loss (Eq. 4 summed over the variant's streams) is finite, gradients are
-finite and non-zero in every module that the variant uses (the PWC-Net, the offset predictor,
-both FPNs, the heads, the body), and an SGD step changes the parameters; two_stream also trains
-in bfloat16 close to float32. Inference with any
-number of supports (0, 2, 6) runs through the same model.
+finite and non-zero in every parameter of every module that the variant uses (the PWC-Net, the
+offset predictor, both FPNs, the heads, the body); two_stream also trains in bfloat16 close to
+float32. Inference with any number of supports (0, 2, 6) runs through the same model. (The
+compiled train step itself runs in test_train_step, test_overfit and the driver tests.)
 """
 
 import jax
@@ -15,8 +15,8 @@ import pytest
 from flax import traverse_util
 
 from configs import tiny
-from ssvd_jax import train
-from ssvd_jax.models import detector as detector_lib
+from ssvd_jax import objective, train
+from ssvd_jax.models import outputs
 from ssvd_jax.models import ssvd as ssvd_lib
 from ssvd_jax.models.params import init_variables
 
@@ -31,18 +31,34 @@ def _config(variant: str):
 
 
 def _batch(rng, batch=2, supports=2):
-    images = rng.uniform(-100, 100, (batch, SIZE, SIZE, 3)).astype(np.float32)
-    sups = images[:, None] + rng.normal(0, 10, (batch, supports, SIZE, SIZE, 3)).astype(np.float32)
+    """The batch contract: frames [B, T, H, W, 3] (reference first) + the reference's targets."""
+    images = rng.uniform(-100, 100, (batch, 1, SIZE, SIZE, 3)).astype(np.float32)
+    sups = images + rng.normal(0, 10, (batch, supports, SIZE, SIZE, 3)).astype(np.float32)
     boxes = np.array(
         [[[8, 10, 40, 44], [30, 5, 60, 30]], [[0, 0, 63, 63], [0, 0, 0, 0]]], np.float32
     )
     return {
-        "images": jnp.asarray(images),
-        "supports": jnp.asarray(sups),
+        "frames": jnp.asarray(np.concatenate([images, sups], axis=1)),
         "boxes": jnp.asarray(boxes[:batch]),
         "labels": jnp.asarray(np.array([[3, 7], [0, 0]], np.int32)[:batch]),
         "valid": jnp.asarray(np.array([[True, True], [True, False]])[:batch]),
     }
+
+
+def _loss(params, batch_stats, apply_fn, batch, anchors, settings):
+    """Eq. 4 of the model's outputs on a batch (what the train step differentiates)."""
+    outputs_by_stream = apply_fn({"params": params, "batch_stats": batch_stats}, batch["frames"])
+    targets = objective.anchor_targets(
+        anchors, batch["boxes"], batch["labels"], batch["valid"], settings
+    )
+    return objective.detection_loss(outputs_by_stream, targets, settings)
+
+
+_loss_and_grads = jax.jit(jax.value_and_grad(_loss, has_aux=True), static_argnums=(2, 5))
+
+
+def _anchors(config):
+    return jnp.asarray(train.all_anchors(outputs.anchors_for(SIZE, config.model.anchors)))
 
 
 EXPECTED_MODULES = {
@@ -63,23 +79,22 @@ EXPECTED_MODULES = {
 
 
 @pytest.mark.parametrize("variant", ssvd_lib.VARIANTS)
-def test_variant_trains(variant):
+def test_variant_trains(variant, rng):
     config = _config(variant)
-    model = ssvd_lib.create_ssvd(config.model)
-    rng = np.random.default_rng()
+    model = ssvd_lib.create_model(config.model)
     batch = _batch(rng)
-    variables = init_variables(model, batch["images"], batch["supports"])
+    variables = init_variables(model, batch["frames"])
     assert set(variables["params"]) == set(EXPECTED_MODULES[variant])
-    anchors = jnp.asarray(train.all_anchors(detector_lib.anchors_for(SIZE, config.model.anchors)))
-    settings = train.loss_settings_from_config(config)
-
-    loss_and_grads = jax.jit(
-        jax.value_and_grad(train.batch_loss, has_aux=True), static_argnums=(2, 5)
-    )
-    (loss, terms), grads = loss_and_grads(
+    anchors = _anchors(config)
+    settings = objective.create_loss_settings(config)
+    (loss, terms), grads = _loss_and_grads(
         variables["params"], variables["batch_stats"], model.apply, batch, anchors, settings
     )
-    assert np.isfinite(float(loss)) and float(loss) > 0
+    streams = {s.split("/")[0] for s in terms if "/" in s}
+    assert streams == set(ssvd_lib.head_outputs_streams(variant))
+    np.testing.assert_allclose(
+        float(loss), sum(float(v) for k, v in terms.items() if "/" in k), rtol=1e-5
+    )
     assert float(terms["num_fg"]) > 0
     for module, g in grads.items():
         norm = float(optax.global_norm(g))
@@ -91,17 +106,6 @@ def test_variant_trains(variant):
         # The whole offset predictor learns, not only its last conv.
         for name in ("offset_pred", "offset_lateral", "off_conv1", "sample_conv"):
             assert float(optax.global_norm(grads["sample_block"][name])) > 0, name
-
-    # One SGD step from these gradients (the compiled train step itself is exercised by the
-    # overfit test; compiling it again per variant would double this test's time).
-    tx = optax.sgd(1e-2)
-    updates, _ = tx.update(grads, tx.init(variables["params"]), variables["params"])
-    new_params = optax.apply_updates(variables["params"], updates)
-    for module in variables["params"]:
-        moved = jax.tree.map(
-            lambda a, b: bool(jnp.any(a != b)), variables["params"][module], new_params[module]
-        )
-        assert any(jax.tree.leaves(moved)), f"{variant}: {module} did not move"
 
     if variant == "two_stream":
         _check_bfloat16_training(config, variables, batch, anchors, settings, loss, grads)
@@ -116,10 +120,10 @@ def _check_bfloat16_training(config, variables, batch, anchors, settings, loss32
     stream's gradients are within 2%)."""
     config = config.copy_and_resolve_references()
     config.model.dtype = "bfloat16"
-    model = ssvd_lib.create_ssvd(config.model)
-    (loss16, _), g16 = jax.jit(
-        jax.value_and_grad(train.batch_loss, has_aux=True), static_argnums=(2, 5)
-    )(variables["params"], variables["batch_stats"], model.apply, batch, anchors, settings)
+    model = ssvd_lib.create_model(config.model)
+    (loss16, _), g16 = _loss_and_grads(
+        variables["params"], variables["batch_stats"], model.apply, batch, anchors, settings
+    )
     assert loss16.dtype == jnp.float32
     assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(g16))
     np.testing.assert_allclose(float(loss16), float(loss32), rtol=0.02)
@@ -133,39 +137,39 @@ def _check_bfloat16_training(config, variables, batch, anchors, settings, loss32
     assert float(motion) <= 0.05 * float(optax.global_norm(g32["motion_subnets"]))
 
 
-def test_inference_with_any_number_of_supports():
+def test_inference_with_any_number_of_supports(rng):
     config = _config("two_stream")
-    model = ssvd_lib.create_ssvd(config.model)
-    rng = np.random.default_rng()
+    model = ssvd_lib.create_model(config.model)
     batch = _batch(rng, batch=1, supports=2)
-    variables = init_variables(model, batch["images"], batch["supports"])
+    variables = init_variables(model, batch["frames"])
     apply = jax.jit(model.apply)
+    reference = batch["frames"][:, :1]
     for supports in (0, 6):
         sups = jnp.asarray(rng.uniform(-100, 100, (1, supports, SIZE, SIZE, 3)), jnp.float32)
-        out = apply(variables, batch["images"], sups)
+        out = apply(variables, jnp.concatenate([reference, sups], axis=1))
         assert set(out) == {"motion", "sample"}
         logits = out["sample"]["cls_logits"]["P3"]
         assert logits.shape == (1, SIZE // 8, SIZE // 8, 9 * 30)
         assert np.all(np.isfinite(np.asarray(logits)))
 
 
-def test_sampling_v2_and_mean_aggregation_train():
+def test_sampling_v2_and_mean_aggregation_train(rng):
     """The release's second offset predictor (multi-dilation convs on the entry) and the
     paper's plain-mean aggregation are real code paths too."""
     config = _config("sampling")
     config.model.sampling.version = "2"
     config.model.sampling.aggregation = "mean"
-    model = ssvd_lib.create_ssvd(config.model)
-    batch = _batch(np.random.default_rng())
-    variables = init_variables(model, batch["images"], batch["supports"])
+    model = ssvd_lib.create_model(config.model)
+    batch = _batch(rng)
+    variables = init_variables(model, batch["frames"])
     block = variables["params"]["sample_block"]
     assert {"sup_conv_d1", "sup_conv_d2", "sup_conv_d3"} <= set(block)
     assert "off_conv1" not in block
-    anchors = jnp.asarray(train.all_anchors(detector_lib.anchors_for(SIZE, config.model.anchors)))
-    settings = train.loss_settings_from_config(config)
-    (loss, _), grads = jax.jit(
-        jax.value_and_grad(train.batch_loss, has_aux=True), static_argnums=(2, 5)
-    )(variables["params"], variables["batch_stats"], model.apply, batch, anchors, settings)
+    settings = objective.create_loss_settings(config)
+    (loss, _), grads = _loss_and_grads(
+        variables["params"], variables["batch_stats"], model.apply, batch, _anchors(config),
+        settings,
+    )  # fmt: skip
     assert np.isfinite(float(loss))
     for name in ("sup_conv_d1", "sup_conv_d2", "sup_conv_d3", "offset_pred"):
         assert float(optax.global_norm(grads["sample_block"][name])) > 0, name

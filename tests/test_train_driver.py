@@ -2,8 +2,9 @@
 
 - Resume is exact: a run killed with SIGKILL after its step-4 checkpoint is on disk, then
   restarted in the same workdir, logs the same per-step losses as an uninterrupted run.
-- A NaN injected into the batch of step 3 stops training with a message naming the step and the
-  non-finite terms; the last good checkpoint (step 2) restores with finite parameters.
+- A NaN injected into the batch of step 3 (by a batch hook) stops training with a message
+  naming the step and the non-finite terms; the last good checkpoint (step 2) restores with
+  finite parameters.
 - The Table II sweep (single frame / motion / sampling / both; phase 2 only) runs end to end,
   evaluates every point, and writes its markdown and CSV tables; a second invocation skips the
   finished points.
@@ -22,7 +23,8 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from ssvd_jax import sweep, train
+from input_pipeline import train_data
+from ssvd_jax import jobs, sweep, train, trainer
 from ssvd_jax.checkpoint import Checkpointer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +45,7 @@ def _config(data_dir, steps=8):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_data")
-    train.prepare_data(_config(folder), str(folder))
+    train_data.prepare(_config(folder), str(folder))
     return folder
 
 
@@ -56,45 +58,56 @@ def _losses(workdir):
     return rows
 
 
-def _main_args(data_dir, workdir, *extra):
-    return [
-        sys.executable, os.path.join(ROOT, "main.py"), "--config=configs/tiny.py",
-        f"--workdir={workdir}", f"--config.data.image_size={SIZE}",
-        f"--config.data.root={data_dir / 'ILSVRC2015'}",
-        f"--config.data.tfds_dir={data_dir / 'tfds'}",
-        "--config.train.phases=('phase1',)", "--config.schedule.phase1.steps=8",
-        "--config.eval.after_training=False", *extra,
-    ]  # fmt: skip
+# The killed run: a separate process (SIGKILL must hit a real process), slowed by a batch hook
+# so that the test can kill it between its step-4 checkpoint and the end.
+_SLOW_RUN = """
+import sys, time
+from configs import tiny
+from ssvd_jax import jobs
+sys.path.insert(0, {tests!r})
+from test_train_driver import _config
+import pathlib
+
+def slow(step, batch):
+    time.sleep(1.5)
+    return batch
+
+jobs.train_and_evaluate(_config(pathlib.Path({data!r})), {workdir!r}, on_batch=slow)
+"""
 
 
 def test_resume_after_sigkill_is_exact(data_dir, tmp_path):
-    reference = train.train_and_evaluate(_config(data_dir), str(tmp_path / "uninterrupted"))
+    reference = jobs.train_and_evaluate(_config(data_dir), str(tmp_path / "uninterrupted")).data
     assert reference["phases"]["phase1"]["steps"] == 8
     expected = _losses(tmp_path / "uninterrupted")
 
     workdir = tmp_path / "killed"
     ckpt4 = workdir / "phase1" / "checkpoints" / "4"
+    script = _SLOW_RUN.format(
+        tests=os.path.join(ROOT, "tests"), data=str(data_dir), workdir=str(workdir)
+    )
     proc = subprocess.Popen(
-        _main_args(data_dir, workdir, "--config.train.sleep_per_step_s=1.5"),
+        [sys.executable, "-c", script],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.time() + 240
         while not ckpt4.exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.1)
-        assert ckpt4.exists(), "the step-4 checkpoint never appeared"
+        assert ckpt4.exists(), f"the step-4 checkpoint never appeared: {proc.stderr.read()!r}"
         os.kill(proc.pid, signal.SIGKILL)  # no clean exit: no final save, no flushes
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     killed_at = max(_losses(workdir))
     assert killed_at < 8, "the run finished before it was killed"
 
-    subprocess.run(_main_args(data_dir, workdir), cwd=ROOT, check=True, capture_output=True)
+    jobs.train_and_evaluate(_config(data_dir), str(workdir))  # resumes in this process
     resumed = _losses(workdir)
     assert sorted(resumed) == list(range(1, 9))
     for step in range(1, 9):
@@ -104,15 +117,21 @@ def test_resume_after_sigkill_is_exact(data_dir, tmp_path):
 
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
     config = _config(data_dir, steps=6)
-    config.train.inject_nan_at_step = 3
-    with pytest.raises(train.TrainingDiverged, match=r"step 3: .*loss=nan.*checkpoint is step 2"):
-        train.train_and_evaluate(config, str(tmp_path))
+
+    def nan_at_step_3(step, batch):
+        return dict(batch, frames=np.full_like(batch["frames"], np.nan)) if step == 3 else batch
+
+    with pytest.raises(trainer.TrainingDiverged, match=r"step 3: .*loss=nan.*checkpoint is step 2"):
+        jobs.train_and_evaluate(config, str(tmp_path), on_batch=nan_at_step_3)
     ckpt = Checkpointer(str(tmp_path / "phase1" / "checkpoints"))
     assert ckpt.all_steps() == [2]
-    state, _ = train._new_state(config, "phase1")
-    restored, meta = ckpt.restore(train._state_dict(state))
+    state, _ = train.create_state(config, "phase1")
+    restored, meta = ckpt.restore(train.state_dict(state))
     assert meta["step"] == 2 and int(restored["step"]) == 2
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(restored["params"]))
+
+
+EXPECTED_MODULES_ORDER = ("single_frame", "motion", "sampling", "two_stream")
 
 
 def test_table2_sweep_writes_its_table(data_dir, tmp_path):
@@ -122,7 +141,7 @@ def test_table2_sweep_writes_its_table(data_dir, tmp_path):
     config.train.phases = ("phase2",)
     config.schedule.phase2.steps = 1
     config.eval.after_training = True
-    rows = sweep.run(config, str(tmp_path), "configs/tiny.py", "table2")
+    rows = sweep.run(config, str(tmp_path), "configs/tiny.py", "table2").data["rows"]
     assert [r["model.variant"] for r in rows] == [
         "single_frame",
         "motion",
@@ -134,10 +153,14 @@ def test_table2_sweep_writes_its_table(data_dir, tmp_path):
     assert len(table) == 4
     assert float(table[3]["phase2 motion/cls"]) > 0 and float(table[3]["phase2 sample/box"]) >= 0
     assert float(table[0]["phase2 single/cls"]) > 0
-    # Each point's model was evaluated on the val split with the online engine (an untrained
-    # model: the values are only checked to be APs).
-    for row in table:
-        assert 0.0 <= float(row["phase2 mAP"]) <= 1.0
+    # Each point's model was evaluated on the val split with the online engine, and the table
+    # shows that evaluation's mAP.
+    for i, (row, variant) in enumerate(zip(table, EXPECTED_MODULES_ORDER, strict=True)):
+        point = tmp_path / f"{i:02d}_variant={variant}"
+        scored = json.loads((point / "eval" / "phase2" / "summary_VID_val.json").read_text())
+        assert scored["settings"]["variant"] == variant
+        mAP = scored["mAP"]
+        assert row["phase2 mAP"] == ("" if mAP is None else str(round(mAP, 4)))
     summary = json.loads((tmp_path / "03_variant=two_stream" / "summary.json").read_text())
     assert summary["eval"]["phase2"]["variant"] == "two_stream"
     evaluated = tmp_path / "03_variant=two_stream" / "eval" / "phase2"
@@ -149,4 +172,4 @@ def test_table2_sweep_writes_its_table(data_dir, tmp_path):
         raise AssertionError(f"finished point {workdir} trained again")
 
     again = sweep.run(config, str(tmp_path), "configs/tiny.py", "table2", train_fn=fail)
-    assert again == rows
+    assert again.data["rows"] == rows

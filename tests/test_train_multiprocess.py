@@ -10,14 +10,14 @@ import subprocess
 import sys
 
 from configs import tiny
-from ssvd_jax import train
+from input_pipeline import train_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 WORKER = """
 import json, sys
 from configs import tiny
-from ssvd_jax import train
+from input_pipeline import train_data
 config = tiny.get_config()
 config.data.image_size = 64
 config.data.root, config.data.tfds_dir, workdir = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -27,7 +27,7 @@ config.eval.after_training = False
 config.distributed.coordinator_address = sys.argv[4]
 config.distributed.num_processes = 2
 config.distributed.process_id = int(sys.argv[5])
-summary = train.train_and_evaluate(config, workdir)
+summary = jobs.train_and_evaluate(config, workdir).data
 import jax
 result = dict(summary["phases"]["phase1"], processes=jax.process_count(),
               devices=jax.device_count())
@@ -47,7 +47,7 @@ def test_two_processes_keep_identical_params(tmp_path):
     data = tmp_path / "data"
     config.data.root, config.data.tfds_dir = str(data / "ILSVRC2015"), str(data / "tfds")
     config.train.phases = ("phase1",)
-    train.prepare_data(config, str(data))
+    train_data.prepare(config, str(data))
     address = f"localhost:{_free_port()}"
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     procs = [

@@ -2,8 +2,8 @@
 
 One step on 4 simulated CPU devices with per-device batch b equals one step on 1 device with
 batch 4b (params after the step within 1e-5 relative; the updates themselves agree too), for
-the single-frame detector and for one SSVD variant. Frozen stages get no updates; the schedule
-warms up linearly and decays at its boundaries.
+the single-frame detector and for two-stream SSVD (slow tier). Frozen stages get no updates;
+the schedule warms up linearly and decays at its boundaries.
 """
 
 import jax
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from ssvd_jax import train
-from ssvd_jax.models import detector as detector_lib
+from ssvd_jax import objective, train, trainer
+from ssvd_jax.models import outputs
 from ssvd_jax.models import ssvd as ssvd_lib
 from ssvd_jax.models.params import init_variables
 
@@ -22,27 +22,28 @@ SIZE = 64
 B = 1  # per device
 
 
-def _batch(rng, n, supports=0):
-    images = rng.uniform(-100, 100, (n, SIZE, SIZE, 3)).astype(np.float32)
+def _batch(rng, n, num_frames):
+    """The pipeline's batch contract: frames [n, T, H, W, 3] (reference first) and the
+    reference's targets."""
+    reference = rng.uniform(-100, 100, (n, 1, SIZE, SIZE, 3)).astype(np.float32)
+    noise = rng.normal(0, 10, (n, num_frames - 1, SIZE, SIZE, 3)).astype(np.float32)
     x1 = rng.uniform(0, 30, (n, 3, 2))
     wh = rng.uniform(12, 33, (n, 3, 2))
     boxes = np.concatenate([x1, np.minimum(x1 + wh, SIZE - 1)], -1).astype(np.float32)
     batch = {
-        "images": images,
+        "frames": np.concatenate([reference, reference + noise], axis=1),
         "boxes": boxes,
         "labels": rng.integers(0, 30, (n, 3)).astype(np.int32),
         # Uneven foreground counts across devices: the normaliser must be the global one.
         "valid": np.arange(3)[None] < rng.integers(0, 4, (n, 1)),
     }
     batch["valid"][0, 0] = True
-    if supports:
-        noise = rng.normal(0, 10, (n, supports, SIZE, SIZE, 3)).astype(np.float32)
-        batch["supports"] = images[:, None] + noise
     return batch
 
 
-def _state(config, model, example):
-    variables = init_variables(model, *example, seed=0)
+def _state(config, model, num_frames):
+    frames = jnp.zeros((1, num_frames, SIZE, SIZE, 3))
+    variables = init_variables(model, frames, seed=0)
     schedule = train.learning_rate_schedule(config.schedule.phase1)
     tx = train.create_optimizer(
         config.optimizer, schedule, variables["params"], train.frozen_prefixes(2)
@@ -54,49 +55,39 @@ def _one_step(state, schedule, settings, anchors, batch, devices):
     n = len(devices)
     replicated = train.replicate(state, devices)
     sharded = jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
-    step = jax.pmap(
-        lambda s, b: train.pmap_train_step(s, b, jnp.asarray(anchors), settings, schedule),
-        axis_name="batch",
-        devices=devices,
-    )
+    step = train.make_train_step(anchors, settings, schedule, devices=devices)
     new, metrics = step(replicated, sharded)
-    return jax.tree.map(lambda x: np.asarray(x[0]), new.params), jax.tree.map(
-        lambda x: np.asarray(x[0]), metrics
-    )
+    return train.unreplicate(new.params), train.unreplicate(metrics)
 
 
 @pytest.mark.parametrize(
     "variant",
-    # The normaliser and pmean do not depend on the model, so the single-frame detector shows
-    # the exactness; an SSVD variant here would add ~2 minutes of compiles (4- and 1-device
-    # programs) to the suite for no extra coverage of the synchronisation.
-    ["single_frame"],
+    # The single-frame detector in the quick tier; two_stream (both streams, PWC-Net, the
+    # deformable sampling) compiles a 4- and a 1-device program of the whole SSVD.
+    ["single_frame", pytest.param("two_stream", marks=pytest.mark.slow)],
 )
-def test_four_devices_equal_one_device_with_four_times_the_batch(variant):
+def test_four_devices_equal_one_device_with_four_times_the_batch(variant, rng):
     assert jax.local_device_count() >= 4, "conftest sets 4 host devices"
     config = tiny.get_config()
     config.data.image_size = SIZE
     config.model.variant = variant
+    config.train.num_supports = 1
     # A large rate makes the step visible against float32 rounding of the parameters.
-    config.schedule.phase1.learning_rate = 0.5
+    config.schedule.phase1.learning_rate = 0.5 if variant == "single_frame" else 0.05
     config.optimizer.grad_clip_norm = 0.0
-    rng = np.random.default_rng(0)
-    if variant == "single_frame":
-        model = detector_lib.create_single_frame_detector(config.model)
-        batch = _batch(rng, 4 * B)
-        example = (jnp.zeros((1, SIZE, SIZE, 3)),)
-    else:
-        model = ssvd_lib.create_ssvd(config.model)
-        batch = _batch(rng, 4 * B, supports=1)
-        example = (jnp.zeros((1, SIZE, SIZE, 3)), jnp.zeros((1, 1, SIZE, SIZE, 3)))
-    state, schedule = _state(config, model, example)
-    settings = train.loss_settings_from_config(config)
-    anchors = train.all_anchors(detector_lib.anchors_for(SIZE, config.model.anchors))
+    num_frames = 1 if variant == "single_frame" else 2
+    model = ssvd_lib.create_model(config.model)
+    batch = _batch(rng, 4 * B, num_frames)
+    state, schedule = _state(config, model, num_frames)
+    settings = objective.create_loss_settings(config)
+    anchors = train.all_anchors(outputs.anchors_for(SIZE, config.model.anchors))
     before = jax.tree.map(np.asarray, state.params)
     devices = jax.local_devices()
     p4, m4 = _one_step(state, schedule, settings, anchors, batch, devices[:4])
     p1, m1 = _one_step(state, schedule, settings, anchors, batch, devices[:1])
 
+    streams = {"single_frame": ["single"], "two_stream": ["motion", "sample"]}[variant]
+    assert {f"{s}/{t}" for s in streams for t in ("cls", "box")} <= set(m1)
     np.testing.assert_allclose(m4["loss"], m1["loss"], rtol=1e-5)
     assert m4["num_fg"] == m1["num_fg"] > 0
     for k in m1:
@@ -162,7 +153,7 @@ def test_phase2_modules_start_from_phase1():
         },
         "batch_stats": {"backbone": {"mean": z(3)}},
     }  # fmt: skip
-    out, report = train.init_phase2_from_phase1(ssvd, phase1)
+    out, report = trainer.init_phase2_from_phase1(ssvd, phase1)
     assert report == {
         "backbone": "phase1:backbone", "motion_fpn": "phase1:fpn", "sample_fpn": "phase1:fpn",
         "motion_subnets": "phase1:head", "fused_subnets": "random", "flownet": "random",

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import pathlib
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ssvd_jax.evaluation import vid_ap
+from ssvd_jax.files import atomic_write_chunks, atomic_write_text
 
 PathLike = str | os.PathLike
 SCORE_DECIMALS = 4  # FGFA/SSVD `{:.4f}`
@@ -34,28 +34,6 @@ _FIELDS = 7
 
 class DetectionsFormatError(ValueError):
     """A detections file that cannot be read; the message names the file and line."""
-
-
-def _atomic_writer(path: PathLike, chunks: Iterator[str]) -> None:
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Leave no temporary behind, whatever interrupted the write.
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: PathLike, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same folder and os.replace."""
-    _atomic_writer(path, iter([text]))
 
 
 def format_detections(
@@ -87,7 +65,7 @@ def write_detections(
     box_decimals: int = BOX_DECIMALS,
 ) -> None:
     """Write detections (0-based labels) as a devkit result file, atomically."""
-    _atomic_writer(
+    atomic_write_chunks(
         path, format_detections(dets, score_decimals=score_decimals, box_decimals=box_decimals)
     )
 

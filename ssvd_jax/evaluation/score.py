@@ -216,29 +216,6 @@ def evaluate(
     return summary
 
 
-def format_table(summary: dict[str, Any]) -> str:
-    """Per-class AP table (overall and per speed) with class names, then the means."""
-
-    def cell(v: float | None) -> str:
-        return "     -" if v is None or v != v else f"{v:6.4f}"
-
-    head = f"{'class':<14}{'AP':>8}{'slow':>8}{'medium':>8}{'fast':>8}{'#GT':>9}"
-    lines = [head, "-" * len(head)]
-    for name in classes.CLASS_NAMES:
-        lines.append(
-            f"{name:<14}  {cell(summary['AP'][name])}"
-            + "".join(f"  {cell(summary[f'AP_{b}'][name])}" for b in motion.SPEED_BUCKETS)
-            + f"{summary['num_gt'][name]:>9d}"
-        )
-    lines.append("-" * len(head))
-    lines.append(
-        f"{'mAP':<14}  {cell(summary['mAP'])}"
-        + "".join(f"  {cell(summary[f'mAP_{b}'])}" for b in motion.SPEED_BUCKETS)
-        + f"{sum(summary['num_gt'].values()):>9d}"
-    )
-    return "\n".join(lines)
-
-
 def score_detections(
     detections_path: PathLike,
     data_root: PathLike,
@@ -247,7 +224,8 @@ def score_detections(
     out_json: PathLike | None = None,
     seq_nms: bool = False,
 ) -> dict[str, Any]:
-    """Score a devkit detections file (VID_PROTOCOL §1, §2); print a table, optionally write JSON.
+    """Score a devkit detections file (VID_PROTOCOL §1, §2); optionally write the JSON summary
+    (`evaluation.report.score_report` renders it).
 
     detections_path: `frame_id class_id score x1 y1 x2 y2` lines (results.read_detections).
     data_root: the ILSVRC2015 folder holding Annotations/VID/<split> (and Data/, ImageSets/).
@@ -273,12 +251,6 @@ def score_detections(
         split=split,
         frame_list=None if frame_list is None else os.fspath(frame_list),
         seq_nms=bool(seq_nms),
-    )
-    print(format_table(summary))
-    print(
-        f"mAP {summary['mAP']:.4f}  slow {summary['mAP_slow']:.4f}  medium "
-        f"{summary['mAP_medium']:.4f}  fast {summary['mAP_fast']:.4f}  "
-        f"({counts['frames']} frames, {counts['gt_boxes']} boxes, {len(dets)} detections)"
     )
     if counts["frames_without_xml"]:
         log.warning("%d listed frames have no XML file", counts["frames_without_xml"])

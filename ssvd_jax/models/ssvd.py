@@ -11,8 +11,9 @@ Variants (paper Table II and Fig. 6), selected by `variant`:
   motion_guided_sampling  two_stream, but the sampling offsets are the motion stream's flow plus
                           the predicted residual (Fig. 6(1)).
 
-Inputs are release-normalised BGR images: the reference [B,H,W,3] and the entries to aggregate
-[B,E,H,W,3]. `__call__(reference, supports)` aggregates over [reference, *supports] when
+Inputs are release-normalised BGR clips [B,T,H,W,3] with the reference frame at index 0 (the
+batch contract of the input pipeline; T = 1 for the single-frame variant). `__call__(frames)`
+aggregates over [reference, *supports] when
 `include_reference` (the release's inference makes the reference entry 0 of its 7; the paper's
 sums over tau = -K..K include it too), so training (2 supports) and inference (6 supports) see
 the same kind of aggregation. Per-frame work (`frame_features`, `frame_cache`) and
@@ -32,11 +33,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssvd_jax.models.detector import create_backbone
 from ssvd_jax.models.fpn import FPN, LEVELS
 from ssvd_jax.models.heads import RetinaHead
 from ssvd_jax.models.pwcnet import PWCNet
-from ssvd_jax.models.resnet import ResNet
+from ssvd_jax.models.resnet import RESNET_SPECS, ResNet
 from ssvd_jax.models.streams import (
     SamplingBlock,
     flow_to_offsets,
@@ -84,21 +84,24 @@ def head_outputs_streams(variant: str) -> tuple[str, ...]:
 
 
 class SSVD(nn.Module):
+    """The SSVD family; every field comes from `create_model` (the config is the only home of
+    its numbers)."""
+
     backbone: ResNet
-    variant: str = "two_stream"
-    fpn_channels: int = 256
-    num_classes: int = 30
-    num_anchors: int = 9
-    head_num_convs: int = 2
-    head_width: int = 256
-    prior_prob: float = 0.01
-    sampling_version: str = "1"
-    sampling_aggregation: str = "softmax"
-    deformable_groups: int = 4
-    include_reference: bool = True
-    pwc_channel_scale: float = 1.0
-    dtype: Any = jnp.float32
-    flow_dtype: Any = jnp.float32  # PWC-Net's compute dtype (see create_ssvd)
+    variant: str
+    fpn_channels: int
+    num_classes: int
+    num_anchors: int
+    head_num_convs: int
+    head_width: int
+    prior_prob: float
+    sampling_version: str
+    sampling_aggregation: str
+    deformable_groups: int
+    include_reference: bool
+    pwc_channel_scale: float
+    dtype: Any
+    flow_dtype: Any  # PWC-Net's compute dtype (see create_model)
 
     def setup(self) -> None:
         use_motion, use_sampling = variant_streams(self.variant)
@@ -263,37 +266,54 @@ class SSVD(nn.Module):
         }
         return {s: getattr(self, modules[s])(feats) for s, feats in aggregated.items()}
 
-    def __call__(
-        self, reference_BxHxWx3: Array, supports_BxSxHxWx3: Array
-    ) -> dict[str, dict[str, Any]]:
-        """Training / direct inference: features of every frame, aggregation, heads."""
-        b, s = supports_BxSxHxWx3.shape[:2]
-        if self.include_reference:
-            entries = jnp.concatenate([reference_BxHxWx3[:, None], supports_BxSxHxWx3], axis=1)
-        else:
-            entries = supports_BxSxHxWx3
+    def __call__(self, frames_BxTxHxWx3: Array) -> dict[str, dict[str, Any]]:
+        """Training / direct inference on clips: `frames[:, 0]` is the reference frame,
+        `frames[:, 1:]` its supports (the batch contract of the input pipeline). Features of
+        every frame, aggregation, heads; the single-frame variant reads the reference only."""
         if self.variant == "single_frame":
-            return self.heads(self.frame_features(reference_BxHxWx3))
-        frames = jnp.concatenate([reference_BxHxWx3[:, None], supports_BxSxHxWx3], axis=1)
-        feats = self.frame_features(frames.reshape(b * (s + 1), *frames.shape[2:]))
+            return self.heads(self.frame_features(frames_BxTxHxWx3[:, 0]))
+        b, t = frames_BxTxHxWx3.shape[:2]
+        feats = self.frame_features(frames_BxTxHxWx3.reshape(b * t, *frames_BxTxHxWx3.shape[2:]))
+        first = 0 if self.include_reference else 1
         ref_feats, entry_feats = {}, {}
         for stream, levels in feats.items():
             ref_feats[stream], entry_feats[stream] = {}, {}
             for level, x in levels.items():
-                x = x.reshape(b, s + 1, *x.shape[1:])
+                x = x.reshape(b, t, *x.shape[1:])
                 ref_feats[stream][level] = x[:, 0]
-                entry_feats[stream][level] = x if self.include_reference else x[:, 1:]
-        aggregated = self.aggregate(reference_BxHxWx3, entries, ref_feats, entry_feats)
+                entry_feats[stream][level] = x[:, first:]
+        aggregated = self.aggregate(
+            frames_BxTxHxWx3[:, 0], frames_BxTxHxWx3[:, first:], ref_feats, entry_feats
+        )
         return self.heads(aggregated)
 
 
-def create_ssvd(model_config: Any) -> SSVD:
-    """The SSVD model described by a `config.model` section."""
+def create_backbone(backbone_config: Any, dtype: Any, name: str = "backbone") -> ResNet:
+    """A ResNet body from the `model.backbone` config section."""
+    block, stages = RESNET_SPECS[backbone_config.depth]
+    return ResNet(
+        stage_sizes=tuple(backbone_config.stage_sizes) or stages,
+        block=backbone_config.block or block,
+        stem_width=backbone_config.stem_width,
+        base_planes=backbone_config.base_planes,
+        groups=backbone_config.groups,
+        width_per_group=backbone_config.width_per_group,
+        stride_in_1x1=backbone_config.stride_in_1x1,
+        bn_eps=backbone_config.bn_eps,
+        dcn_stages=tuple(backbone_config.dcn_stages),
+        dtype=dtype,
+        name=name,
+    )
+
+
+def create_model(model_config: Any, *, variant: str | None = None) -> SSVD:
+    """The one model factory: the SSVD family member described by a `config.model` section
+    (`variant` overrides `model_config.variant`; phase 1 is `variant='single_frame'`)."""
     dtype = jnp.dtype(model_config.dtype)
     a = model_config.anchors
     return SSVD(
         backbone=create_backbone(model_config.backbone, dtype),
-        variant=model_config.variant,
+        variant=variant or model_config.variant,
         fpn_channels=model_config.fpn_channels,
         num_classes=model_config.num_classes,
         num_anchors=len(a.ratios) * a.scales_per_octave,
@@ -308,3 +328,8 @@ def create_ssvd(model_config: Any) -> SSVD:
         dtype=dtype,
         flow_dtype=jnp.dtype(model_config.flow_dtype or model_config.dtype),
     )
+
+
+def example_frames(image_size: int, num_frames: int) -> jax.ShapeDtypeStruct:
+    """The shape of a one-clip batch, for initialising or abstracting a model's variables."""
+    return jax.ShapeDtypeStruct((1, num_frames, image_size, image_size, 3), jnp.float32)

@@ -1,0 +1,138 @@
+"""Training data for the trainer: prepare the datasets, then this host's batches of a phase.
+
+The batch contract, one for both phases (`*B` = batch_dims = (local_devices, per_device)):
+  frames  float32 [*B, T, S, S, 3]  BGR minus data.pixel_mean_bgr; frame 0 is the reference.
+                                    T = 1 for phase 1 (still images), 1 + train.num_supports
+                                    for phase 2 (clips, supports from [t-K, t+K])
+  boxes   float32 [*B, G, 4]        the reference frame's boxes in input pixels (G =
+                                    data.max_boxes; "+1" inclusive convention when
+                                    loss.legacy_boxes); zeros where not valid
+  labels  int32   [*B, G]           0-based class (0..29), 0 where not valid
+  valid   bool    [*B, G]
+The data order is a pure function of (config.seed, step): batches from `start_step` = k are
+the k-th and later batches of a fresh stream (see `input_pipeline.pipeline`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from ssvd_jax import workdir as workdir_lib
+
+PHASES = ("phase1", "phase2")
+
+
+def prepare(config: Any, workdir: str) -> str:
+    """Generate the synthetic ILSVRC folder if configured and absent, build the TFDS datasets
+    (reused when built), and return the TFDS data_dir."""
+    from input_pipeline import builders, synthetic
+
+    data = config.data
+    root = workdir_lib.data_root(config, workdir)
+    tfds_dir = workdir_lib.tfds_dir(config, workdir)
+    if data.source == "synthetic" and not os.path.exists(root):
+        s = data.synthetic
+        logging.info("generating the synthetic dataset into %s", root)
+        tmp = f"{root}.tmp-{os.getpid()}"
+        synthetic.generate(
+            tmp,
+            seed=s.seed,
+            width=s.size,
+            height=s.size,
+            num_train_videos=s.train_videos,
+            num_val_videos=s.val_videos,
+            frames_per_video=s.frames,
+            num_det_images=s.det_images,
+            num_classes=s.num_classes,
+            max_objects=s.max_objects,
+        )
+        os.replace(tmp, root)  # a crash mid-generation never leaves a partial dataset
+    elif not os.path.isdir(root):
+        raise FileNotFoundError(f"data.root {root!r} is not an ILSVRC2015 folder")
+    names = ["imagenet_vid"]
+    if config.train.phase1_det and "phase1" in config.train.phases:
+        names.append("imagenet_det_vid30")
+    for name in names:
+        builders.prepare(name, root, tfds_dir)
+    return tfds_dir
+
+
+class Batches(Iterator[dict[str, np.ndarray]]):
+    """An endless iterator of numpy batches over a tf.data pipeline. `close()` drops the
+    tf.data iterator, which stops its loader threads; next() after close raises StopIteration.
+    Also a context manager."""
+
+    def __init__(self, dataset: Any):
+        self._iterator: Any = iter(dataset)
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self._iterator is None:
+            raise StopIteration
+        element = next(self._iterator)
+        return {key: value.numpy() for key, value in element.items()}
+
+    def close(self) -> None:
+        self._iterator = None
+
+    def __enter__(self) -> Batches:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def create_batches(
+    config: Any,
+    phase: str,
+    data_dir: str,
+    *,
+    start_step: int,
+    batch_dims: tuple[int, int],
+    host_index: int,
+    num_hosts: int,
+) -> Batches:
+    """This host's batches of `phase` ('phase1': still images of VID, plus DET when
+    train.phase1_det; 'phase2': VID clips) from `start_step` on, per the module's contract.
+    `data_dir` is the TFDS folder of `prepare`."""
+    from input_pipeline import pipeline
+
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+    data = config.data
+    vid = pipeline.open_table(pipeline.VID, "train", data_dir)
+    common = dict(
+        image_size=data.image_size,
+        max_boxes=data.max_boxes,
+        batch_dims=tuple(batch_dims),
+        seed=config.seed,
+        start_step=start_step,
+        host_index=host_index,
+        num_hosts=num_hosts,
+        vid_frames=data.vid_frames,
+        mean=tuple(data.pixel_mean_bgr),
+        legacy_boxes=config.loss.legacy_boxes,
+    )
+    if phase == "phase1":
+        det = (
+            pipeline.open_table(pipeline.DET, "train", data_dir)
+            if config.train.phase1_det
+            else None
+        )
+        dataset = pipeline.still_images(
+            vid, det, det_per_class=data.det_per_class or None, **common
+        )
+    else:
+        dataset = pipeline.train_clips(
+            vid,
+            None,
+            num_frames=1 + config.train.num_supports,
+            support_range=data.support_range,
+            det_per_class=None,
+            **common,
+        )
+    return Batches(dataset)

@@ -1,0 +1,245 @@
+"""Run a model over a split's videos with the online engine, write devkit results, score them.
+
+Frames are read straight from the ILSVRC folder (`Data/VID/<split>/...JPEG`) in the
+evaluation's frame order (`evaluation.score.evaluation_videos`: the official lists when present,
+which define the global 1-based frame ids), preprocessed by THE test-time transform
+(`input_pipeline.preprocess`), and detected by `inference.OnlineEngine` with several videos in
+lockstep (throughput mode). Detections are rescaled to each frame's original size, written as
+`frame_id class score x1 y1 x2 y2` lines (atomically) and scored with the ILSVRC VID protocol,
+overall and by motion speed. An evaluation whose settings (weights, schedule, post-processing,
+...) equal a stored summary's is reused, not run again.
+
+This is the layer above the engine and the protocol code (DESIGN.md: evaluation/detect.py);
+the protocol modules of this package never import it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from input_pipeline.preprocess import preprocess, read_frame
+from ssvd_jax import inference, metric_logging
+from ssvd_jax import workdir as workdir_lib
+from ssvd_jax.checkpoint import restore_model
+from ssvd_jax.evaluation import report, results, score, vid_ap
+from ssvd_jax.files import atomic_write_text
+
+
+def video_frames(
+    paths: Sequence[os.PathLike | str], image_size: int, mean_bgr: Sequence[float]
+) -> Iterator[np.ndarray]:
+    """Preprocessed [S, S, 3] frames of one video, in order."""
+    for path in paths:
+        yield preprocess(read_frame(path), image_size=image_size, mean_bgr=mean_bgr)
+
+
+def detect_videos(
+    engine: inference.OnlineEngine,
+    data_root: os.PathLike | str,
+    split: str,
+    *,
+    pixel_mean_bgr: Sequence[float],
+    frame_list: os.PathLike | str | None,
+    max_videos: int | None,
+) -> tuple[vid_ap.Detections, dict[str, float]]:
+    """Detections of every frame of the split's videos (global frame ids, 0-based labels,
+    original-image pixels), `engine.num_videos` videos at a time, and timing stats."""
+    videos = score.evaluation_videos(data_root, split, frame_list)
+    if max_videos:
+        videos = videos[:max_videos]
+    total = sum(v.num_frames for v, _ in videos)
+
+    def inputs() -> Iterator[inference.Video]:
+        for index, (video, _) in enumerate(videos):
+            paths = [video.image_path(data_root, i) for i in range(video.num_frames)]
+            height, width = read_frame(paths[0]).shape[:2]
+            yield inference.Video(
+                frames=video_frames(paths, engine.image_size, pixel_mean_bgr),
+                length=video.num_frames,
+                size=(width, height),
+                key=index,
+            )
+
+    parts: list[vid_ap.Detections] = []
+    start, first_done = time.perf_counter(), None
+    with metric_logging.progress_bar(total, f"eval {split}", unit="frame") as bar:
+        for index, t, dets in engine.run(inputs()):
+            if first_done is None:
+                first_done = time.perf_counter()
+            keep = dets.valid
+            parts.append(
+                vid_ap.Detections(
+                    frame_id=np.full(int(keep.sum()), videos[index][1][t]),
+                    label=dets.labels[keep],
+                    score=dets.scores[keep],
+                    boxes=dets.boxes[keep],
+                )
+            )
+            bar.update(1)
+    end = time.perf_counter()
+    stats = {
+        "frames": total,
+        "detect_seconds": end - start,
+        # Steady state: from the first result (which waited for the compile) to the last.
+        "frames_per_second": (total - 1) / (end - first_done) if total > 1 else float("nan"),
+    }
+    if not parts:
+        empty = vid_ap.Detections(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, 4)))
+        return empty, stats
+    return vid_ap.Detections.concatenate(parts), stats
+
+
+def evaluate_engine(
+    engine: inference.OnlineEngine,
+    data_root: os.PathLike | str,
+    split: str,
+    out_dir: os.PathLike | str,
+    *,
+    pixel_mean_bgr: Sequence[float],
+    frame_list: os.PathLike | str | None,
+    seq_nms: bool,
+    max_videos: int | None,
+) -> dict[str, Any]:
+    """Detect, write `<out_dir>/det_VID_<split>.txt`, score, write the JSON summary."""
+    os.makedirs(out_dir, exist_ok=True)
+    dets, stats = detect_videos(
+        engine, data_root, split, pixel_mean_bgr=pixel_mean_bgr, frame_list=frame_list,
+        max_videos=max_videos,
+    )  # fmt: skip
+    det_path = os.path.join(out_dir, f"det_VID_{split}.txt")
+    results.write_detections(det_path, dets)
+    frame_list_for_score = frame_list
+    if max_videos:
+        # Score only the detected videos: their frames keep their global ids.
+        frame_list_for_score = _subset_list(data_root, split, frame_list, max_videos, out_dir)
+    summary = score.score_detections(
+        det_path, data_root, split, frame_list=frame_list_for_score, seq_nms=seq_nms
+    )
+    # Detection throughput, reading and preprocessing the JPEGs included.
+    summary.update(detect_seconds=stats["detect_seconds"],
+                   frames_per_second=stats["frames_per_second"])  # fmt: skip
+    results.write_summary(os.path.join(out_dir, f"summary_VID_{split}.json"), summary)
+    return summary
+
+
+def _subset_list(
+    data_root: os.PathLike | str,
+    split: str,
+    frame_list: os.PathLike | str | None,
+    max_videos: int,
+    out_dir: os.PathLike | str,
+) -> str:
+    """A VID_val_frames-style list (`path frame_id`) of the first `max_videos` videos."""
+    lines = []
+    for video, ids in score.evaluation_videos(data_root, split, frame_list)[:max_videos]:
+        for stem, frame_id in zip(video.frames, ids, strict=True):
+            lines.append(f"{video.video_id}/{stem} {int(frame_id)}\n")
+    path = os.path.join(out_dir, f"frames_{split}_first{max_videos}.txt")
+    atomic_write_text(path, "".join(lines))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints -> evaluations
+
+# What an evaluation's result depends on besides the weights; a stored summary with the same
+# values (and checkpoint step) is reused instead of detecting again.
+_EVAL_FIELDS = ("schedule", "num_supports", "release_half_window", "paper_half_window", "split",
+                "frame_list", "max_videos", "seq_nms", "cached")  # fmt: skip
+
+
+def eval_settings(config: Any, variant: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """Everything an evaluation's numbers depend on (weights by folder and step)."""
+    settings = {k: config.eval[k] for k in _EVAL_FIELDS}
+    settings.update(
+        checkpoint=meta["checkpoint"],
+        step=meta["step"],
+        variant=variant,
+        image_size=config.data.image_size,
+        dtype=config.model.dtype,
+        postprocess=config.postprocess.to_dict(),
+    )
+    return settings
+
+
+def evaluate_checkpoint(
+    config: Any, folder: str, out_dir: str, data_root: str, *, reuse: bool = True
+) -> dict[str, Any]:
+    """Evaluate the latest checkpoint in `folder` on `config.eval.split` into `out_dir`
+    (devkit detections + JSON summary with its 'settings'); an earlier identical evaluation
+    there is reused."""
+    ev = config.eval
+    summary_path = os.path.join(out_dir, f"summary_VID_{ev.split}.json")
+    model, variables, meta = restore_model(folder, config)
+    settings = eval_settings(config, model.variant, meta)
+    if reuse and os.path.isfile(summary_path):
+        with open(summary_path) as f:
+            previous = json.load(f)
+        if previous.get("settings") == json.loads(json.dumps(settings)):
+            logging.info("eval: %s step %s already evaluated in %s", folder, meta["step"], out_dir)
+            return previous
+    engine = inference.create_engine(config, model, variables)
+    logging.info(
+        "eval: %s (%s, step %s) on %s/%s, schedule %s, %d video(s) per step",
+        folder, model.variant, meta["step"], data_root, ev.split, engine.schedule,
+        engine.num_videos,
+    )  # fmt: skip
+    summary = evaluate_engine(
+        engine, data_root, ev.split, out_dir,
+        pixel_mean_bgr=config.data.pixel_mean_bgr, frame_list=ev.frame_list or None,
+        seq_nms=ev.seq_nms, max_videos=ev.max_videos or None,
+    )  # fmt: skip
+    summary["settings"] = settings
+    results.write_summary(summary_path, summary)
+    return summary
+
+
+def trained_phases(workdir: str, phases: Sequence[str] = workdir_lib.PHASES) -> list[str]:
+    """The phases of `phases` that have checkpoints in `workdir`, in order."""
+    out = []
+    for phase in phases:
+        folder = workdir_lib.checkpoint_dir(workdir, phase)
+        if os.path.isdir(folder) and os.listdir(folder):
+            out.append(phase)
+    return out
+
+
+def evaluate_phases(
+    config: Any, workdir: str, phases: Sequence[str], out_workdir: str
+) -> tuple[dict[str, dict[str, Any]], str]:
+    """Evaluate the latest checkpoint of each trained phase of `workdir` (phase 1: the
+    single-frame baseline, phase 2: SSVD) into `<out_workdir>/eval/<phase>/`; write the
+    side-by-side table to `<out_workdir>/eval/results_<split>.md`. Returns ({phase: summary},
+    the table)."""
+    root = workdir_lib.data_root(config, workdir)
+    summaries, rows = {}, {}
+    for phase in trained_phases(workdir, phases):
+        folder = workdir_lib.checkpoint_dir(workdir, phase)
+        summary = evaluate_checkpoint(
+            config, folder, workdir_lib.eval_dir(out_workdir, phase), root
+        )
+        summaries[phase] = summary
+        rows[report.model_label(phase, summary["settings"]["variant"])] = summary
+    if not summaries:
+        raise FileNotFoundError(f"{workdir}: no trained phase to evaluate ({', '.join(phases)})")
+    split = config.eval.split
+    table = f"evaluation on {split} ({root}):\n{report.comparison_table(rows)}"
+    atomic_write_text(
+        os.path.join(out_workdir, "eval", f"results_{split}.md"),
+        f"ImageNet VID protocol, motion speed buckets as FGFA. {table}\n",
+    )
+    return summaries, table
+
+
+def first_video_folder(config: Any, workdir: str) -> str:
+    """The frame folder of the first video of the evaluation split (the main job's demo)."""
+    root = workdir_lib.data_root(config, workdir)
+    video, _ = score.evaluation_videos(root, config.eval.split, config.eval.frame_list or None)[0]
+    return os.path.dirname(os.fspath(video.image_path(root, 0)))

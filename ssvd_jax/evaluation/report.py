@@ -1,0 +1,71 @@
+"""Every evaluation table as text (markdown or aligned columns), from the summaries that the
+protocol code returns; nothing here computes a metric or prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from input_pipeline.classes import CLASS_NAMES
+from ssvd_jax.evaluation.motion import SPEED_BUCKETS
+
+
+def pct(v: float | None) -> str:
+    """A fraction as a percentage with one decimal; '-' for a missing or NaN value."""
+    return "-" if v is None or v != v else f"{100 * v:.1f}"
+
+
+def class_table(summary: dict[str, Any]) -> str:
+    """Per-class AP table (overall and per speed) with class names, then the means."""
+
+    def cell(v: float | None) -> str:
+        return "     -" if v is None or v != v else f"{v:6.4f}"
+
+    head = f"{'class':<14}{'AP':>8}{'slow':>8}{'medium':>8}{'fast':>8}{'#GT':>9}"
+    lines = [head, "-" * len(head)]
+    for name in CLASS_NAMES:
+        lines.append(
+            f"{name:<14}  {cell(summary['AP'][name])}"
+            + "".join(f"  {cell(summary[f'AP_{b}'][name])}" for b in SPEED_BUCKETS)
+            + f"{summary['num_gt'][name]:>9d}"
+        )
+    lines.append("-" * len(head))
+    lines.append(
+        f"{'mAP':<14}  {cell(summary['mAP'])}"
+        + "".join(f"  {cell(summary[f'mAP_{b}'])}" for b in SPEED_BUCKETS)
+        + f"{sum(summary['num_gt'].values()):>9d}"
+    )
+    return "\n".join(lines)
+
+
+def score_report(summary: dict[str, Any]) -> str:
+    """`--mode=score`'s output: the class table and a one-line headline with the counts."""
+    counts = summary.get("counts", {})
+    headline = (
+        f"mAP {summary['mAP']:.4f}  slow {summary['mAP_slow']:.4f}  medium "
+        f"{summary['mAP_medium']:.4f}  fast {summary['mAP_fast']:.4f}  "
+        f"({counts.get('frames', 0)} frames, {counts.get('gt_boxes', 0)} boxes, "
+        f"{counts.get('detections', 0)} detections)"
+    )
+    return f"{class_table(summary)}\n{headline}"
+
+
+def model_label(name: str, variant: str) -> str:
+    """A table row's name for an evaluated model (`name`: its phase or checkpoint folder)."""
+    if variant == "single_frame":
+        return f"single-frame baseline ({name})"
+    return f"SSVD {variant} ({name})"
+
+
+def comparison_table(rows: dict[str, dict[str, Any]]) -> str:
+    """Markdown: one row per evaluated model, mAP overall and by motion speed, frames/s."""
+    lines = [
+        "| model | mAP (%) | slow | medium | fast | frames/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, s in rows.items():
+        lines.append(
+            f"| {label} | {pct(s.get('mAP'))} | {pct(s.get('mAP_slow'))} | "
+            f"{pct(s.get('mAP_medium'))} | {pct(s.get('mAP_fast'))} | "
+            f"{s.get('frames_per_second', float('nan')):.1f} |"
+        )
+    return "\n".join(lines)

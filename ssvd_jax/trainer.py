@@ -1,0 +1,371 @@
+"""The phase loop: train one phase of the paper's recipe (Sec. III-D, Algorithm 1) in a workdir.
+
+Phase 1 trains the single-frame detector (SSVD's `single_frame` variant) on still images;
+phase 2 builds SSVD, initialises the body, both FPNs and both streams' heads from phase 1 (and
+PWC-Net from a converted checkpoint when configured) and trains the whole model on VID clips.
+Each phase has its own folder `<workdir>/<phase>/` holding orbax checkpoints, `losses.jsonl`
+(one line per step), `init_report.json` and `summary.json`.
+
+The loop: initialise or resume (the data stream is a pure function of (seed, step), so the
+checkpointed step is the data position), run THE train step (`ssvd_jax.train`) on the input
+pipeline's batches, stop on a non-finite metric without saving the bad state, checkpoint every
+`checkpoint.every_steps` and on SIGTERM, log through CLU writers. Nothing here evaluates,
+draws or prints; `ssvd_jax.jobs` wires training to evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+from input_pipeline import train_data
+from ssvd_jax import metric_logging, objective, train
+from ssvd_jax import workdir as workdir_lib
+from ssvd_jax.checkpoint import Checkpointer
+from ssvd_jax.files import atomic_write_json
+from ssvd_jax.models.outputs import anchors_for
+
+# A test or a user hook that sees (and may replace) every batch before its step, e.g. to inject
+# a NaN or to slow the loop down: on_batch(step_about_to_run (1-based), batch) -> batch.
+BatchHook = Callable[[int, dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or gradient; the message names the phase, step and bad terms."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM arrived; a checkpoint of the current step was written before stopping."""
+
+
+# Phase-2 modules initialised from phase-1 modules (the FPN and heads are copied into both
+# streams; early fusion's heads take 512 channels, so they cannot be).
+PHASE2_INIT = {
+    "backbone": "backbone",
+    "fpn": "fpn",
+    "head": "head",
+    "motion_fpn": "fpn",
+    "sample_fpn": "fpn",
+    "motion_subnets": "head",
+    "sample_subnets": "head",
+    "fused_subnets": "head",
+}
+
+
+def initialize_distributed(dist_config: Any) -> None:
+    """`jax.distributed.initialize` when the config names more than one process (before any
+    other jax call); on CPU hosts the cross-process collectives need gloo."""
+    if dist_config.num_processes <= 1:
+        return
+    if dist_config.cpu_collectives:
+        jax.config.update("jax_cpu_collectives_implementation", dist_config.cpu_collectives)
+    jax.distributed.initialize(
+        coordinator_address=dist_config.coordinator_address,
+        num_processes=dist_config.num_processes,
+        process_id=dist_config.process_id,
+    )
+
+
+class SigtermFlag:
+    """Records SIGTERM (pre-emption) so the loop can checkpoint and stop between steps."""
+
+    def __init__(self):
+        self.raised = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM: checkpointing after the current step, then stopping")
+        self.raised = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+# ----------------------------------------------------------------------------------------------
+# Phase initialisation
+
+
+def _restore_subtree(folder: str, template: dict[str, Any], what: str) -> dict[str, Any]:
+    """Variables {'params', 'batch_stats'} of a converted checkpoint (`--mode=convert`)."""
+    restored, meta = Checkpointer(folder, async_save=False).restore(template)
+    logging.info("initialised %s from %s (kind %s)", what, folder, meta.get("kind"))
+    return restored
+
+
+def _with_subtree(variables: dict[str, Any], module: str, sub: dict[str, Any]) -> dict[str, Any]:
+    out = {k: dict(v) for k, v in variables.items()}
+    for collection, tree in sub.items():
+        if tree:
+            out[collection][module] = tree
+    return out
+
+
+def _same_structure(a: Any, b: Any) -> bool:
+    sa = jax.tree.map(lambda x: tuple(np.shape(x)), a)
+    sb = jax.tree.map(lambda x: tuple(np.shape(x)), b)
+    return jax.tree.structure(a) == jax.tree.structure(b) and sa == sb
+
+
+def init_phase2_from_phase1(
+    variables: dict[str, Any], phase1: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Copy phase-1 modules into SSVD's variables per `PHASE2_INIT`; returns the new variables
+    and, per SSVD module, where it came from ('phase1:<module>' or 'random')."""
+    out = {k: dict(v) for k, v in variables.items()}
+    report = {}
+    for module in variables["params"]:
+        source = PHASE2_INIT.get(module)
+        copied = False
+        if source is not None and source in phase1["params"]:
+            ok = _same_structure(variables["params"][module], phase1["params"][source])
+            stats = variables.get("batch_stats", {}).get(module)
+            if stats is not None:
+                ok = ok and _same_structure(stats, phase1["batch_stats"].get(source))
+            if ok:
+                out["params"][module] = phase1["params"][source]
+                if stats is not None:
+                    out["batch_stats"][module] = phase1["batch_stats"][source]
+                copied = True
+        report[module] = f"phase1:{source}" if copied else "random"
+    return out, report
+
+
+def phase_variables(
+    config: Any, workdir: str, phase: str, variables: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Initial variables of a phase: `variables` (random) with the configured/previous-phase
+    initialisations applied; also returns where each module came from."""
+    variables = {k: dict(v) for k, v in variables.items()}
+    report = {m: "random" for m in variables["params"]}
+    if phase == "phase1" and config.train.resnet_checkpoint:
+        template = {
+            "params": variables["params"]["backbone"],
+            "batch_stats": variables["batch_stats"].get("backbone", {}),
+        }
+        sub = _restore_subtree(config.train.resnet_checkpoint, template, "backbone")
+        variables = _with_subtree(variables, "backbone", sub)
+        report["backbone"] = "resnet_checkpoint"
+    if phase == "phase2":
+        # Phase 1 may have run in this command or an earlier one with the same workdir.
+        ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir, "phase1"), async_save=False)
+        try:
+            if ckpt.latest_step() is not None:
+                template = jax.eval_shape(
+                    lambda: train.state_dict(train.create_state(config, "phase1")[0])
+                )
+                restored, _ = ckpt.restore(template)
+                variables, report = init_phase2_from_phase1(variables, restored)
+            else:
+                logging.warning("phase2: no phase-1 checkpoint in %s", ckpt.directory)
+        finally:
+            ckpt.close()
+        if config.train.pwcnet_checkpoint and "flownet" in variables["params"]:
+            template = {"params": variables["params"]["flownet"]}
+            sub = _restore_subtree(config.train.pwcnet_checkpoint, template, "flownet")
+            variables = _with_subtree(variables, "flownet", sub)
+            report["flownet"] = "pwcnet_checkpoint"
+    return variables, report
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics files
+
+
+def _read_losses(path: str) -> dict[int, dict[str, float]]:
+    """Per-step metrics of `losses.jsonl`; a step logged twice (re-run after a restart from an
+    earlier checkpoint) keeps its last line."""
+    rows: dict[int, dict[str, float]] = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    rows[int(row["step"])] = row
+    return rows
+
+
+def losses_path(phase_dir: str) -> str:
+    """Per-step metrics file: `losses.jsonl` of process 0; other processes log the same global
+    metrics to their own file (a cross-host consistency check)."""
+    i = jax.process_index()
+    return os.path.join(phase_dir, "losses.jsonl" if i == 0 else f"losses.process{i}.jsonl")
+
+
+def phase_summary(phase_dir: str, window: int) -> dict[str, Any]:
+    """{'steps', 'first', 'final'}: the mean metrics of the first and last `window` steps."""
+    rows = _read_losses(losses_path(phase_dir))
+    steps = sorted(rows)
+    if not steps:
+        return {}
+    keys = [k for k in rows[steps[-1]] if k != "step"]
+
+    def mean(sel):
+        return {k: float(np.mean([rows[s][k] for s in sel])) for k in keys}
+
+    return {"steps": steps[-1], "first": mean(steps[:window]), "final": mean(steps[-window:])}
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+
+def train_phase(
+    config: Any,
+    workdir: str,
+    phase: str,
+    data_dir: str,
+    sigterm: SigtermFlag,
+    *,
+    on_batch: BatchHook | None = None,
+) -> dict[str, Any]:
+    """Train one phase to `config.schedule.<phase>.steps`, resuming from the latest checkpoint
+    in `<workdir>/<phase>/checkpoints`; returns the phase summary (first/final metrics)."""
+    if phase not in workdir_lib.PHASES:
+        raise ValueError(f"unknown phase {phase!r}: one of {workdir_lib.PHASES}")
+    phase_dir = workdir_lib.phase_dir(workdir, phase)
+    os.makedirs(phase_dir, exist_ok=True)
+    total = int(config.schedule[phase].steps)
+    ckpt = Checkpointer(
+        workdir_lib.checkpoint_dir(workdir, phase),
+        max_to_keep=config.checkpoint.max_to_keep,
+        async_save=config.checkpoint.async_save,
+    )
+    try:
+        start = ckpt.latest_step() or 0
+        if start >= total:
+            logging.info("%s: finished (checkpoint at step %d); skipping", phase, start)
+            return phase_summary(phase_dir, config.log.summary_window)
+        state, schedule = train.create_state(config, phase)
+        init_report = None
+        if start:
+            restored, meta = ckpt.restore(train.state_dict(state))
+            state = state.replace(**restored)
+            logging.info("%s: resumed at step %d (data position %d)", phase, start, meta["step"])
+        else:
+            random = {"params": state.params, "batch_stats": state.batch_stats}
+            variables, init_report = phase_variables(config, workdir, phase, random)
+            state = state.replace(
+                params=variables["params"],
+                batch_stats=variables.get("batch_stats", {}),
+                opt_state=state.tx.init(variables["params"]),
+            )
+            logging.info("%s: initialisation per module: %s", phase, init_report)
+        return _loop(config, phase, phase_dir, data_dir, state, schedule, ckpt, start, total,
+                     sigterm, init_report, on_batch)  # fmt: skip
+    finally:
+        ckpt.close()
+
+
+def _loop(
+    config, phase, phase_dir, data_dir, state, schedule, ckpt, start, total, sigterm,
+    init_report, on_batch,
+) -> dict[str, Any]:  # fmt: skip
+    is_chief = jax.process_index() == 0
+    global_batch = config.train.batch_size
+    devices = jax.local_devices()
+    num_devices = jax.device_count()
+    if global_batch % num_devices:
+        raise ValueError(f"train.batch_size {global_batch} is not divisible by {num_devices}")
+    per_device = global_batch // num_devices
+    anchors = train.all_anchors(anchors_for(config.data.image_size, config.model.anchors))
+    p_step = train.make_train_step(anchors, objective.create_loss_settings(config), schedule)
+    writer = metric_logging.create_writer(phase_dir, just_logging=not is_chief)
+    if start == 0:
+        hparams = metric_logging.flat_hparams(config.to_dict())
+        writer.write_hparams(dict(hparams, phase=phase))
+        if is_chief and init_report is not None:
+            atomic_write_json(os.path.join(phase_dir, "init_report.json"), init_report)
+    meta_base = {"phase": phase, "seed": config.seed, "config": config.to_json()}
+
+    def save(step: int, host_state: dict[str, Any]) -> None:
+        # The data stream is a pure function of (seed, step): the step is the data position.
+        ckpt.save(step, host_state, dict(meta_base, step=step, data_position=step), force=True)
+
+    rstate = train.replicate(state, devices)
+    del state
+    batches = train_data.create_batches(
+        config, phase, data_dir, start_step=start, batch_dims=(len(devices), per_device),
+        host_index=jax.process_index(), num_hosts=jax.process_count(),
+    )  # fmt: skip
+    progress = metric_logging.Progress(start, total)
+    window: list[dict[str, float]] = []
+    every = config.checkpoint.every_steps
+    step = start
+    log_file = open(losses_path(phase_dir), "a")
+    try:
+        while step < total:
+            batch = next(batches)
+            if on_batch is not None:
+                batch = on_batch(step + 1, batch)
+            rstate, metrics = p_step(rstate, batch)
+            metrics = {k: float(v) for k, v in train.unreplicate(metrics).items()}
+            step += 1
+            bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
+            if bad:
+                ckpt.wait()
+                raise TrainingDiverged(
+                    f"{phase}: non-finite values at step {step}: "
+                    + ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+                    + f". Stopped; the last good checkpoint is step {ckpt.latest_step()} in "
+                    f"{ckpt.directory}"
+                )
+            log_file.write(json.dumps({"step": step, **metrics}) + "\n")
+            log_file.flush()
+            window.append(metrics)
+            if step % config.log.every_steps == 0 or step == total:
+                rate, eta = progress.update(step)
+                means = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+                writer.write_scalars(step, dict(means, steps_per_sec=rate))
+                logging.info(
+                    "%s step %d/%d loss %.4f lr %.2e %.2f steps/s ETA %s",
+                    phase, step, total, means["loss"], metrics["lr"], rate,
+                    metric_logging.format_eta(eta),
+                )  # fmt: skip
+                window = []
+            if step % every == 0 or step == total or sigterm.raised:
+                save(step, train.state_dict(train.unreplicate(rstate)))
+            if sigterm.raised:
+                ckpt.wait()
+                raise Preempted(f"{phase}: SIGTERM; checkpointed step {step} in {ckpt.directory}")
+        ckpt.wait()
+    finally:
+        log_file.close()
+        batches.close()  # stops the tf.data iterator and its prefetch threads now, not at gc
+        writer.flush()
+    summary = phase_summary(phase_dir, config.log.summary_window)
+    summary["params_fingerprint"] = train.params_fingerprint(train.unreplicate(rstate.params))
+    logging.info(
+        "%s done: process %d params fingerprint %s",
+        phase, jax.process_index(), summary["params_fingerprint"],
+    )  # fmt: skip
+    if is_chief:
+        atomic_write_json(os.path.join(phase_dir, "summary.json"), summary)
+    return summary
+
+
+def train_phases(
+    config: Any, workdir: str, data_dir: str, *, on_batch: BatchHook | None = None
+) -> dict[str, dict[str, Any]]:
+    """Run `config.train.phases` in order (finished ones skipped, an interrupted one resumed)
+    with SIGTERM checkpointing; returns {phase: summary}."""
+    summaries: dict[str, dict[str, Any]] = {}
+    with SigtermFlag() as sigterm:
+        for phase in config.train.phases:
+            summaries[phase] = train_phase(
+                config, workdir, phase, data_dir, sigterm, on_batch=on_batch
+            )
+    return summaries
