@@ -90,8 +90,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     post.max_detections = 100
     post.legacy_boxes = True
 
+    # The learning rate and its schedule are per phase: `schedule.<phase>`.
     optimizer = config.optimizer = ml_collections.ConfigDict()
-    optimizer.learning_rate = 1e-3  # overfit/legacy; training reads schedule.<phase>
     optimizer.momentum = 0.9
     optimizer.weight_decay = 1e-4
     optimizer.grad_clip_norm = 10.0
@@ -123,8 +123,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     tr.freeze_at = 2  # maskrcnn-benchmark FREEZE_CONV_BODY_AT: stem and layer1 frozen
     tr.resnet_checkpoint = ""  # phase 1 body init: a `--mode=convert --checkpoint_kind=resnet` dir
     tr.pwcnet_checkpoint = ""  # phase 2 flownet init: a converted pwcnet dir
-    tr.inject_nan_at_step = -1  # test hook: NaN images in the batch of this (1-based) step
-    tr.sleep_per_step_s = 0.0  # test hook: slows steps so that a test can kill mid-run
 
     schedule = config.schedule = ml_collections.ConfigDict()
     for name, (steps, boundary) in {

@@ -13,7 +13,12 @@ import os
 import pathlib
 import secrets
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# LLVM optimisation level 0: the suite is compile-bound (tiny models, seconds of compute, minutes
+# of compiles); level 0 compiles SSVD's train step ~2.5x faster. Semantics are the same (no
+# fast-math either way); the big convolutions are library calls, unaffected.
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0"
+)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # torch/torchvision before anything that may import tensorflow (test modules, input_pipeline).

@@ -1,6 +1,6 @@
 """Conversion of the authors' SSVD checkpoints: key lists, prefixes, strictness, files.
 
-The full-size key lists of the release (tests/fixtures/ssvd_release_keys/ssvd_state_dict_keys_v{1,2}.tsv: 696 / 699
+The full-size key lists of the release (tests/fixtures/ssvd_release_keys/, v1 and v2: 696 / 699
 keys with shapes) must be exactly what our full-size models need, so a real release checkpoint
 converts with nothing missing or left over. The value path (layouts, the transposed-conv flip)
 is pinned by the golden parity test; here the renaming and the error paths are.
@@ -17,7 +17,6 @@ import torch
 from configs import default, tiny
 from ssvd_jax import convert
 from ssvd_jax.models import ssvd as ssvd_lib
-from ssvd_jax.models.params import init_variables
 from ssvd_jax.models.pwcnet import PWCNet
 from ssvd_jax.ops import anchors as anchors_lib
 
@@ -25,10 +24,8 @@ KEYS = pathlib.Path(__file__).resolve().parent / "fixtures/ssvd_release_keys"
 
 
 def _template(config, size=448):
-    model = ssvd_lib.create_ssvd(config.model)
-    ref = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-    sups = jax.ShapeDtypeStruct((1, 2, size, size, 3), jnp.float32)
-    return jax.eval_shape(model.init, jax.random.key(0), ref, sups)
+    model = ssvd_lib.create_model(config.model)
+    return jax.eval_shape(model.init, jax.random.key(0), ssvd_lib.example_frames(size, 3))
 
 
 def _release_keys(version: str) -> dict[str, tuple[int, ...]]:
@@ -60,17 +57,20 @@ def test_full_size_key_list_matches_the_release(version):
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
+def tiny_model(module_rng):
     config = tiny.get_config()
     config.data.image_size = 64
-    model = ssvd_lib.create_ssvd(config.model)
-    rng = np.random.default_rng()
-    ref = jnp.asarray(rng.uniform(-100, 100, (1, 64, 64, 3)), jnp.float32)
-    sups = jnp.asarray(rng.uniform(-100, 100, (1, 2, 64, 64, 3)), jnp.float32)
-    variables = init_variables(model, ref, sups, seed=int(rng.integers(1 << 20)))
-    template = jax.eval_shape(lambda: variables)
+    model = ssvd_lib.create_model(config.model)
+    template = jax.eval_shape(model.init, jax.random.key(0), ssvd_lib.example_frames(64, 3))
+    # Random values in every leaf (an initialised model has zero biases and unit BN scales,
+    # which a mix-up of two such leaves would not show), without compiling the init.
+    variables = jax.tree.map(
+        lambda s: module_rng.standard_normal(s.shape).astype(s.dtype), template
+    )
     cells = [
-        anchors_lib.cell_anchors(s, z)
+        anchors_lib.cell_anchors(
+            s, z, config.model.anchors.ratios, config.model.anchors.scales_per_octave
+        )
         for s, z in zip(config.model.anchors.strides, config.model.anchors.sizes, strict=True)
     ]
     return model, variables, template, cells
@@ -169,7 +169,7 @@ def test_convert_mode_writes_a_loadable_checkpoint(tiny_model, tmp_path):
     cmd = [
         sys.executable, str(root / "main.py"), "--mode=convert",
         f"--config={root / 'configs/tiny.py'}", "--config.data.image_size=64",
-        f"--checkpoint={tmp_path / 'release.pth'}", f"--workdir={tmp_path / 'run'}",
+        f"--input={tmp_path / 'release.pth'}", f"--workdir={tmp_path / 'run'}",
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -178,7 +178,7 @@ def test_convert_mode_writes_a_loadable_checkpoint(tiny_model, tmp_path):
     assert _equal(restored, variables)
 
     (tmp_path / "broken.pth").write_bytes(b"\x00" * 10)
-    cmd[-2] = f"--checkpoint={tmp_path / 'broken.pth'}"
+    cmd[-2] = f"--input={tmp_path / 'broken.pth'}"
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
     assert done.returncode != 0
     assert "broken.pth" in done.stderr and "Traceback" not in done.stderr

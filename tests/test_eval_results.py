@@ -42,7 +42,7 @@ def test_devkit_format_and_round_trip(tmp_path):
     assert results.read_detections(path).score[0] == 0.987654
 
 
-def test_writes_are_atomic(tmp_path):
+def test_writes_are_atomic(tmp_path, monkeypatch):
     path = tmp_path / "out" / "det.txt"
     results.write_detections(path, sample_dets())
     first = path.read_text()
@@ -50,12 +50,14 @@ def test_writes_are_atomic(tmp_path):
     class Boom(RuntimeError):
         pass
 
-    def failing_chunks():
+    def failing_format(*args, **kwargs):
         yield "partial line"
         raise Boom
 
+    # Interrupted after the first line has been written to the temporary file.
+    monkeypatch.setattr(results, "format_detections", failing_format)
     with pytest.raises(Boom):
-        results._atomic_writer(path, failing_chunks())
+        results.write_detections(path, sample_dets())
     assert path.read_text() == first  # the old file is untouched
     assert sorted(p.name for p in path.parent.iterdir()) == ["det.txt"]  # no temporary left
 

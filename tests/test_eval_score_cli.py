@@ -6,8 +6,6 @@ import pathlib
 import subprocess
 import sys
 
-import numpy as np
-
 from ssvd_jax.evaluation import results, score, vid_ap
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -21,10 +19,9 @@ def _run(tmp_path, detections, data_root):
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
 
 
-def test_score_mode_on_the_mini_fixture(tmp_path, fixtures_dir):
+def test_score_mode_on_the_mini_fixture(tmp_path, fixtures_dir, rng):
     data_root = fixtures_dir / "ilsvrc2015_vid_mini"
     gt = score.load_ground_truth(data_root, "train")
-    rng = np.random.default_rng()
     dets = vid_ap.Detections(
         frame_id=gt.frame_ids[gt.frame],
         label=gt.label,

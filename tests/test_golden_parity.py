@@ -6,6 +6,11 @@ weights that `tests/golden.py` regenerates bit for bit. We convert those weights
 compare every recorded array with the fixture README's tolerances: features, flows, offsets
 and logits within |a - ref| <= 1e-4 * max|ref| + 1e-4 * |ref|; candidate sets identical with
 scores within 1e-5 and boxes within 5e-3 px; the final 100 fused detections likewise.
+
+The whole module is a full-size check (ResNet-101 at 448, seven frames; ~50 s on two cores),
+so it is marked slow: `pytest -m "not slow"` leaves it out, the full suite runs it. The fast
+tier still checks each op against the release's `ops_*.npz`, the anchors and post-processing
+against `anchors.npz` / `outputs.npz`, and the full-size key lists (test_convert_release).
 """
 
 import golden
@@ -16,10 +21,12 @@ import pytest
 
 from configs import default
 from ssvd_jax import convert
-from ssvd_jax.models import detector as detector_lib
+from ssvd_jax.models import outputs as outputs_lib
 from ssvd_jax.models import ssvd as ssvd_lib
 from ssvd_jax.ops import anchors as anchors_lib
 from ssvd_jax.ops import postprocess
+
+pytestmark = pytest.mark.slow
 
 LEVELS = ("P3", "P4", "P5", "P6")
 P3_CROP = (slice(40, 56), slice(0, 16))
@@ -28,23 +35,25 @@ P3_CROP = (slice(40, 56), slice(0, 16))
 @pytest.fixture(scope="module")
 def run():
     config = default.get_config()
-    model = ssvd_lib.create_ssvd(config.model)
+    model = ssvd_lib.create_model(config.model)
     mean = np.asarray(config.data.pixel_mean_bgr, np.float32)
-    frames = golden.frames().astype(np.float32) - mean
-    reference, supports = jnp.asarray(frames[None, 0]), jnp.asarray(frames[None, 1:])
-    template = jax.eval_shape(model.init, jax.random.key(0), reference, supports)
+    # [1, 7, H, W, 3]: the reference frame first, then its supports.
+    frames = jnp.asarray(golden.frames().astype(np.float32) - mean)[None]
+    template = jax.eval_shape(model.init, jax.random.key(0), frames)
     cells = [
-        anchors_lib.cell_anchors(s, z)
+        anchors_lib.cell_anchors(
+            s, z, config.model.anchors.ratios, config.model.anchors.scales_per_octave
+        )
         for s, z in zip(config.model.anchors.strides, config.model.anchors.sizes, strict=True)
     ]
     variables = convert.ssvd_from_torch(golden.release_state_dict(), template, cells)
-    apply = jax.jit(lambda v, r, s: model.apply(v, r, s, mutable=["intermediates"]))
-    outputs, state = apply(variables, reference, supports)
+    apply = jax.jit(lambda v, f: model.apply(v, f, mutable=["intermediates"]))
+    outputs, state = apply(variables, frames)
     inter = {k: np.asarray(v[0]) for k, v in state["intermediates"].items()}
-    per_level_anchors = detector_lib.anchors_for(448, config.model.anchors)
+    per_level_anchors = outputs_lib.anchors_for(448, config.model.anchors)
     post = config.postprocess
     detect = jax.jit(
-        lambda o: detector_lib.detect(
+        lambda o: outputs_lib.detect(
             [o["motion"], o["sample"]],
             per_level_anchors,
             448,
@@ -65,7 +74,7 @@ def run():
         "ref": golden.outputs(),
         "config": config,
         "variables": variables,
-        "frames": np.concatenate([np.asarray(reference), np.asarray(supports)[0]]),
+        "frames": np.asarray(frames[0]),
         "detect": detect,
     }
 
@@ -138,7 +147,7 @@ def test_head_outputs(run):
 def test_candidates_per_stream(run):
     outputs, ref = run["outputs"], run["ref"]
     for stream in ("motion", "sample"):
-        logits, deltas = detector_lib.flatten_outputs(outputs[stream], 30)
+        logits, deltas = outputs_lib.flatten_outputs(outputs[stream], 30)
         cand = postprocess.postprocess(
             [x[0] for x in logits],
             [x[0] for x in deltas],
@@ -204,7 +213,7 @@ def test_cached_path_equals_the_per_pair_path(run):
     golden weights and frames: head outputs within 1e-5 relative of the per-pair path (and
     within the fixture's tolerance of the release), the same 100 fused detections."""
     config, variables = run["config"], run["variables"]
-    model = ssvd_lib.create_ssvd(config.model)
+    model = ssvd_lib.create_model(config.model)
 
     @jax.jit
     def cached(v, frames):
@@ -252,9 +261,8 @@ def test_bfloat16_detections_stay_close_to_float32(run):
 
     config = run["config"].copy_and_resolve_references()
     config.model.dtype = "bfloat16"
-    model = ssvd_lib.create_ssvd(config.model)
-    frames = jnp.asarray(run["frames"])
-    outputs = jax.jit(model.apply)(run["variables"], frames[None, 0], frames[None, 1:])
+    model = ssvd_lib.create_model(config.model)
+    outputs = jax.jit(model.apply)(run["variables"], jnp.asarray(run["frames"])[None])
     for stream in ("motion", "sample"):
         for level in LEVELS:
             got = np.asarray(outputs[stream]["cls_logits"][level], np.float64)

@@ -94,9 +94,7 @@ def engine_setup(module_rng):
     model = ssvd_lib.create_model(config.model)
     variables = init_variables(model, jnp.zeros((1, 3, SIZE, SIZE, 3)), seed=3)
     lengths, sizes = (13, 5, 1), [(SIZE * 2, SIZE), (SIZE, SIZE), (SIZE, SIZE * 2)]
-    videos = [
-        module_rng.uniform(-100, 100, (n, SIZE, SIZE, 3)).astype(np.float32) for n in lengths
-    ]
+    videos = [module_rng.uniform(-100, 100, (n, SIZE, SIZE, 3)).astype(np.float32) for n in lengths]
     engine = inference.create_engine(config, model, variables)
     assert engine.schedule == "release" and engine.num_videos == 2
     results = list(

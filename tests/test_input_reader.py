@@ -140,8 +140,7 @@ def _jpeg(image: np.ndarray) -> bytes:
     return cv2.imencode(".jpg", image)[1].tobytes()
 
 
-def test_load_image_normalises_odd_files(tmp_path):
-    rng = np.random.default_rng(0)
+def test_load_image_normalises_odd_files(tmp_path, rng):
     # Smooth content, so that JPEG loss stays small next to a wrong colour conversion.
     colour = cv2.resize(rng.integers(0, 255, (3, 4, 3), dtype=np.uint8), (32, 24))
     (tmp_path / "rgb.JPEG").write_bytes(_jpeg(colour))

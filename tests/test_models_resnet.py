@@ -1,8 +1,9 @@
 """ResNet body parity with torchvision and strict weight conversion.
 
-torchvision's ResNet-101 (stride in the 3x3 conv, BN eps 1e-5) with random weights and random
-BN statistics is converted with `ssvd_jax.convert.resnet_from_torch` and must give the same
-C3..C5 as torchvision's own layers, to 1e-4 relative error.
+torchvision's ResNets (stride in the 3x3 conv, BN eps 1e-5) with random weights and random BN
+statistics are converted with `ssvd_jax.convert.resnet_from_torch` and must give the same C3..C5
+as torchvision's own layers, to 1e-4 relative error: ResNet-101 (the paper's body, at a small
+input), ResNet-18 (basic blocks) and ResNeXt-50 (grouped bottlenecks).
 """
 
 import jax
@@ -52,12 +53,12 @@ def _rel_err(a, b) -> float:
         (50, torchvision.models.resnext50_32x4d, 64, 32, 4),
     ],
 )
-def test_resnet_matches_torchvision(depth, ctor, size, groups, width_per_group):
-    seed = int(np.random.default_rng().integers(1 << 30))
+def test_resnet_matches_torchvision(depth, ctor, size, groups, width_per_group, rng):
+    seed = int(rng.integers(1 << 30))
     torch.manual_seed(seed)
     tv = ctor(weights=None).eval()
     _randomize_bn(tv, seed)
-    x = np.random.default_rng(seed).standard_normal((2, 3, size, size)).astype(np.float32)
+    x = rng.standard_normal((2, 3, size, size)).astype(np.float32)
     with torch.no_grad():
         expected = _torch_features(tv, torch.from_numpy(x))
 
@@ -120,34 +121,34 @@ def test_conversion_fails_loudly():
     convert.resnet_from_torch(ok, template)
 
 
-def test_stride_in_1x1_moves_the_stride():
+def test_stride_in_1x1_moves_the_stride(rng):
     model = resnet_lib.ResNet(stage_sizes=(1, 1), base_planes=4, stem_width=8)
-    x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 32, 32, 3)), jnp.float32)
-    v = init_variables(model, x, seed=1)
-    a = model.apply(v, x)
-    b = model.clone(stride_in_1x1=False).apply(v, x)
+    x = jnp.asarray(rng.standard_normal((1, 32, 32, 3)), jnp.float32)
+    v = init_variables(model, x, seed=int(rng.integers(1 << 30)))
+    a = jax.jit(model.apply)(v, x)
+    b = jax.jit(model.clone(stride_in_1x1=False).apply)(v, x)
     assert a["C3"].shape == b["C3"].shape == (1, 4, 4, 32)
     assert _rel_err(a["C3"], b["C3"]) > 1e-3  # different networks on the same weights
 
 
-def test_dcn_stage_starts_as_the_plain_network():
+def test_dcn_stage_starts_as_the_plain_network(rng):
     """With its zero-initialised offsets, a DCN last stage computes exactly the plain ResNet,
     and gradients reach the offset convs (so they can learn)."""
     kw = dict(stage_sizes=(1, 1, 1, 2), base_planes=4, stem_width=8)
     dcn = resnet_lib.ResNet(dcn_stages=(False, False, False, True), **kw)
     plain = resnet_lib.ResNet(**kw)
-    x = jnp.asarray(np.random.default_rng().standard_normal((2, 64, 64, 3)), jnp.float32)
-    v = init_variables(dcn, x)
+    x = jnp.asarray(rng.standard_normal((2, 64, 64, 3)), jnp.float32)
+    v = init_variables(dcn, x, seed=int(rng.integers(1 << 30)))
     assert "conv2_offset" in v["params"]["layer4_1"]
     plain_params = jax.tree.map(lambda a: a, v["params"])
     for block in ("layer4_0", "layer4_1"):
         del plain_params[block]["conv2_offset"]
-    want = plain.apply({"params": plain_params, "batch_stats": v["batch_stats"]}, x)
-    got = dcn.apply(v, x)
+    want = jax.jit(plain.apply)({"params": plain_params, "batch_stats": v["batch_stats"]}, x)
+    got = jax.jit(dcn.apply)(v, x)
     assert _rel_err(got["C5"], want["C5"]) < 1e-5
 
     def loss(params):
         return jnp.sum(dcn.apply({"params": params, "batch_stats": v["batch_stats"]}, x)["C5"] ** 2)
 
-    grads = jax.grad(loss)(v["params"])
+    grads = jax.jit(jax.grad(loss))(v["params"])
     assert float(jnp.abs(grads["layer4_0"]["conv2_offset"]["kernel"]).max()) > 0

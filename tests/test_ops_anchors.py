@@ -4,12 +4,16 @@ anchors listed in REFERENCE_SPEC §5.2; plus grid sizes and flattening order for
 import numpy as np
 import pytest
 
+from configs import default
 from ssvd_jax.ops import anchors as anchor_ops
 
 PARITY = "ssvd_reference_parity"
 LEVELS = ("P3", "P4", "P5", "P6")
-STRIDES = (8, 16, 32, 64)
-SIZES = (32, 64, 128, 256)
+# The release's anchors, as the default config states them.
+ANCHORS = default.get_config().model.anchors
+STRIDES, SIZES = tuple(ANCHORS.strides), tuple(ANCHORS.sizes)
+CELL = dict(ratios=tuple(ANCHORS.ratios), scales_per_octave=ANCHORS.scales_per_octave)
+PER_LEVEL = dict(CELL, strides=STRIDES, sizes=SIZES)
 
 # REFERENCE_SPEC §5.2, the first rows (ratio 0.5) and the ratio-1 scale-0 row of each level.
 SPEC_CELL_ROWS = {
@@ -37,23 +41,23 @@ def reference(fixtures_dir):
 
 def test_cell_anchors_equal_release_buffers(reference):
     for level, stride, size in zip(LEVELS, STRIDES, SIZES, strict=True):
-        got = anchor_ops.cell_anchors(stride, size)
+        got = anchor_ops.cell_anchors(stride, size, **CELL)
         assert got.dtype == np.float32 and got.shape == (9, 4)
         np.testing.assert_array_equal(got, reference[f"cell_anchors_{level}"])
 
 
 def test_cell_anchors_equal_spec_listing():
     for stride, rows in SPEC_CELL_ROWS.items():
-        got = anchor_ops.cell_anchors(stride, SIZES[STRIDES.index(stride)])
+        got = anchor_ops.cell_anchors(stride, SIZES[STRIDES.index(stride)], **CELL)
         for a, want in rows.items():
             np.testing.assert_allclose(got[a], want, atol=1e-4)
 
 
 def test_full_anchor_lists_equal_release(reference):
-    per_level = anchor_ops.generate_anchors_per_level(448)
+    per_level = anchor_ops.generate_anchors_per_level(448, **PER_LEVEL)
     for level, got in zip(LEVELS, per_level, strict=True):
         np.testing.assert_array_equal(got, reference[f"anchors_{level}"])
-    everything = anchor_ops.generate_anchors(448)
+    everything = np.concatenate(per_level)
     assert everything.shape == (37485, 4) and everything.dtype == np.float32
     np.testing.assert_array_equal(
         everything, np.concatenate([reference[f"anchors_{level}"] for level in LEVELS])
@@ -61,18 +65,17 @@ def test_full_anchor_lists_equal_release(reference):
 
 
 def test_grid_sizes_use_ceil():
-    assert anchor_ops.level_grid_sizes(448) == [(56, 56), (28, 28), (14, 14), (7, 7)]
-    assert anchor_ops.level_grid_sizes((100, 130)) == [(13, 17), (7, 9), (4, 5), (2, 3)]
+    assert anchor_ops.level_grid_sizes(448, STRIDES) == [(56, 56), (28, 28), (14, 14), (7, 7)]
+    assert anchor_ops.level_grid_sizes((100, 130), STRIDES) == [(13, 17), (7, 9), (4, 5), (2, 3)]
 
 
-def test_non_square_order_is_y_x_a():
-    rng = np.random.default_rng(11)
+def test_non_square_order_is_y_x_a(rng):
     height, width = (int(v) for v in rng.integers(40, 200, size=2))
-    per_level = anchor_ops.generate_anchors_per_level((height, width))
-    grids = anchor_ops.level_grid_sizes((height, width))
+    per_level = anchor_ops.generate_anchors_per_level((height, width), **PER_LEVEL)
+    grids = anchor_ops.level_grid_sizes((height, width), STRIDES)
     for anchors, (gh, gw), stride, size in zip(per_level, grids, STRIDES, SIZES, strict=True):
         assert anchors.shape == (gh * gw * 9, 4)
-        cell = anchor_ops.cell_anchors(stride, size)
+        cell = anchor_ops.cell_anchors(stride, size, **CELL)
         for y, x, a in [(0, 0, 0), (gh - 1, gw - 1, 8), (gh // 2, gw - 1, 4), (gh - 1, 0, 7)]:
             shift = np.array([x, y, x, y], np.float32) * stride
             np.testing.assert_array_equal(anchors[(y * gw + x) * 9 + a], cell[a] + shift)

@@ -52,8 +52,7 @@ def _torch_cost_volume(f1_t: torch.Tensor, f2_t: torch.Tensor, d: int) -> torch.
 @pytest.mark.parametrize(
     "shape,d", [((2, 6, 7, 5), 4), ((1, 9, 4, 3), 2), ((1, 3, 3, 2), 1), ((1, 3, 70, 4), 4)]
 )
-def test_matches_numpy_loop(shape, d):
-    rng = np.random.default_rng()
+def test_matches_numpy_loop(shape, d, rng):
     f1 = rng.standard_normal(shape).astype(np.float32)
     f2 = rng.standard_normal(shape).astype(np.float32)
     out = cost_volume_jit(f1, f2, max_displacement=d)
@@ -65,8 +64,7 @@ def test_matches_numpy_loop(shape, d):
 
 
 @pytest.mark.parametrize("shape", [(2, 7, 6, 8), (1, 3, 70, 4)])
-def test_gradients_match_torch(shape):
-    rng = np.random.default_rng()
+def test_gradients_match_torch(shape, rng):
     f1 = rng.standard_normal(shape).astype(np.float32)
     f2 = rng.standard_normal(shape).astype(np.float32)
     cotangent = rng.standard_normal((*shape[:3], 81)).astype(np.float32)

@@ -69,9 +69,8 @@ CASES = {
 
 @pytest.mark.parametrize("offsets", ["large", "integer"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_matches_torchvision(case, offsets):
+def test_matches_torchvision(case, offsets, rng):
     n, h, w, c, o, groups, (kh, kw), stride, padding, dilation, with_mask = CASES[case]
-    rng = np.random.default_rng()
     out_h = (h + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
     out_w = (w + 2 * padding - dilation * (kw - 1) - 1) // stride + 1
     x = rng.standard_normal((n, h, w, c)).astype(np.float32)
@@ -106,8 +105,7 @@ def test_release_fixture(fixtures_dir):
     assert _rel_err(out, ref["out"]) < 1e-4
 
 
-def test_zero_offsets_is_plain_conv():
-    rng = np.random.default_rng()
+def test_zero_offsets_is_plain_conv(rng):
     x = rng.standard_normal((1, 6, 5, 8)).astype(np.float32)
     kernel = rng.standard_normal((3, 3, 8, 4)).astype(np.float32)
     offset = np.zeros((1, 6, 5, 2 * 4 * 9), np.float32)

@@ -39,10 +39,9 @@ def _check_focal(got, logits, targets, **kwargs) -> None:
     _close(got, want32, rtol=1e-4, atol=1e-6 * np.max(want32))
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("draw", range(3))
 @pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (0.5, 1.5), (-1.0, 0.0)])
-def test_focal_matches_torchvision(focal_fn, seed, alpha, gamma):
-    rng = np.random.default_rng(seed)
+def test_focal_matches_torchvision(focal_fn, draw, alpha, gamma, rng):
     logits = rng.normal(0, 4, size=(64, 30)).astype(np.float32)
     logits[0, :8] = [-80, -30, -15, 15, 30, 80, -100, 100]  # saturated sigmoids
     targets = (rng.uniform(size=(64, 30)) < 0.2).astype(np.float32)
@@ -52,16 +51,14 @@ def test_focal_matches_torchvision(focal_fn, seed, alpha, gamma):
     assert float(np.max(np.asarray(got))) > 1.0
 
 
-def test_focal_soft_targets_match_torchvision(focal_fn):
-    rng = np.random.default_rng(3)
+def test_focal_soft_targets_match_torchvision(focal_fn, rng):
     logits = rng.normal(0, 3, size=(200,)).astype(np.float32)
     targets = rng.uniform(size=(200,)).astype(np.float32)
     got = focal_fn(logits, targets, alpha=0.25, gamma=2.0)
     _check_focal(got, logits, targets)
 
 
-def test_focal_gradient_finite_and_matches_torch():
-    rng = np.random.default_rng(4)
+def test_focal_gradient_finite_and_matches_torch(rng):
     logits = rng.normal(0, 3, size=(100,)).astype(np.float32)
     logits[:6] = [-200, -60, 60, 200, -1e4, 1e4]
     targets = (rng.uniform(size=(100,)) < 0.5).astype(np.float32)
@@ -76,8 +73,7 @@ def test_focal_gradient_finite_and_matches_torch():
 
 
 @pytest.mark.parametrize("beta", [1.0 / 9, 0.11, 1.0])
-def test_smooth_l1_matches_torch(beta):
-    rng = np.random.default_rng(5)
+def test_smooth_l1_matches_torch(beta, rng):
     pred = rng.normal(0, 0.3, size=(300, 4)).astype(np.float32)
     target = rng.normal(0, 0.3, size=(300, 4)).astype(np.float32)
     got = losses.smooth_l1_loss(pred, target, beta)
@@ -87,8 +83,7 @@ def test_smooth_l1_matches_torch(beta):
     _close(got, want.numpy(), rtol=1e-5, atol=1e-7)
 
 
-def test_smooth_l1_beta_zero_is_l1():
-    rng = np.random.default_rng(6)
+def test_smooth_l1_beta_zero_is_l1(rng):
     pred, target = rng.normal(size=(2, 50)).astype(np.float32)
     _close(losses.smooth_l1_loss(pred, target, 0.0), np.abs(pred - target), rtol=1e-6)
 
@@ -108,9 +103,8 @@ def _numpy_retinanet_loss(logits, deltas, cls_t, box_t, fg, valid, alpha, gamma,
     return cls, box, num_fg
 
 
-@pytest.mark.parametrize("seed", [7, 8])
-def test_retinanet_loss_batch_normalisation(seed):
-    rng = np.random.default_rng(seed)
+@pytest.mark.parametrize("draw", range(2))
+def test_retinanet_loss_batch_normalisation(draw, rng):
     b, a, c = 2, 120, 5
     logits = rng.normal(-2, 2, size=(b, a, c)).astype(np.float32)
     deltas = rng.normal(0, 0.5, size=(b, a, 4)).astype(np.float32)
@@ -132,8 +126,7 @@ def test_retinanet_loss_batch_normalisation(seed):
     _close(scaled["cls"], cls / 2, rtol=1e-5)
 
 
-def test_retinanet_loss_without_foreground_divides_by_one():
-    rng = np.random.default_rng(9)
+def test_retinanet_loss_without_foreground_divides_by_one(rng):
     logits = rng.normal(-3, 1, size=(50, 4)).astype(np.float32)
     deltas = rng.normal(size=(50, 4)).astype(np.float32)
     zeros = np.zeros((50, 4), np.float32)

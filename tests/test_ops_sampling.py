@@ -85,8 +85,7 @@ def _flow(kind: str, rng: np.random.Generator) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", ["random", "integer", "zero"])
-def test_warp_matches_grid_sample(kind):
-    rng = np.random.default_rng()
+def test_warp_matches_grid_sample(kind, rng):
     x = rng.standard_normal((N, H, W, C)).astype(np.float32)
     flow = _flow(kind, rng)
     cotangent = rng.standard_normal((N, H, W, C)).astype(np.float32)
@@ -100,8 +99,7 @@ def test_warp_matches_grid_sample(kind):
         assert np.abs(gflow).max() > 0.1
 
 
-def test_pwc_warp_matches_torch_backward():
-    rng = np.random.default_rng()
+def test_pwc_warp_matches_torch_backward(rng):
     x = rng.standard_normal((N, H, W, C)).astype(np.float32)
     flow = _flow("random", rng)
     flow[0] = np.round(flow[0])  # integer flows: on-border points keep mask 1
@@ -130,8 +128,7 @@ def test_feature_warp_fixture(fixtures_dir):
     assert _rel_err(warp_jit(ref["x"], ref["flow"]), ref["out"]) < 1e-4
 
 
-def test_bilinear_sample_points():
-    rng = np.random.default_rng()
+def test_bilinear_sample_points(rng):
     x = rng.standard_normal((N, H, W, C)).astype(np.float32)
     ys = np.array([[0.0, 4.0, 2.5, -1.0, 5.0, -0.25], [1.0, 3.0, 0.5, 2.0, 4.0, 4.5]], np.float32)
     xs = np.array([[0.0, 8.0, 3.0, 2.0, 1.0, 0.0], [7.0, 8.5, 8.0, -2.0, 9.0, 8.0]], np.float32)
@@ -148,12 +145,12 @@ def test_bilinear_sample_points():
 
 
 @pytest.mark.parametrize("factor", [2, 4])
-def test_upsample_nearest_fixture_and_torch(fixtures_dir, factor):
+def test_upsample_nearest_fixture_and_torch(fixtures_dir, factor, rng):
     ref = np.load(fixtures_dir / "ssvd_reference_parity" / "ops_upsample_nearest.npz")
     np.testing.assert_array_equal(
         sampling.upsample_nearest(ref["x"], factor), ref[f"out_x{factor}"]
     )
-    x = np.random.default_rng().standard_normal((2, 3, 5, 4)).astype(np.float32)
+    x = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
     expected = _nhwc(F.interpolate(_nchw(x), scale_factor=factor, mode="nearest"))
     np.testing.assert_array_equal(
         jax.jit(sampling.upsample_nearest, static_argnums=1)(x, factor), expected

@@ -22,11 +22,13 @@ SIZE = dict(
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory):
+def generated(tmp_path_factory, module_rng):
+    # Any seed must give a data set with these properties (40 seeds checked).
     root = tmp_path_factory.mktemp("synthetic") / "ILSVRC2015"
+    seed = str(module_rng.integers(1 << 31))
     synthetic.main(
         [
-            "--out", str(root), "--seed", "0", "--width", "96", "--height", "80",
+            "--out", str(root), "--seed", seed, "--width", "96", "--height", "80",
             "--train-videos", "6", "--val-videos", "3", "--frames", "30", "--det-images", "12",
         ]
     )  # fmt: skip
@@ -41,8 +43,18 @@ def built(generated, tmp_path_factory):
     return vid, det
 
 
-def _xml_tags(path) -> list[str]:
-    return [line.strip().split(">")[0] + ">" for line in path.read_text().splitlines()]
+def _xml_layout(lines: list[str]) -> list[tuple[int, str]]:
+    """(indentation in tabs, first tag) of each line."""
+    return [
+        (len(line) - len(line.lstrip("\t")), line.strip().split(">")[0] + ">") for line in lines
+    ]
+
+
+def _with_objects(lines: list[str], k: int) -> list[str]:
+    """The lines of a one-object XML with its <object> block repeated k times."""
+    start = next(i for i, line in enumerate(lines) if line.strip() == "<object>")
+    end = next(i for i, line in enumerate(lines) if line.strip() == "</object>") + 1
+    return lines[:start] + lines[start:end] * k + lines[end:]
 
 
 def test_official_layout_and_xml_format(generated, fixtures_dir):
@@ -56,28 +68,28 @@ def test_official_layout_and_xml_format(generated, fixtures_dir):
     assert train[0].video_id == "train/ILSVRC2015_VID_train_0000/ILSVRC2015_train_00000000"
     assert val[0].video_id == "val/ILSVRC2015_val_00000000"
     assert all(v.num_frames == 30 for v in train + val)
-    # Same tag sequence, indentation and box element order as a real VID XML with one object.
+    # Same tag sequence, indentation and box element order as a real VID XML (which has one
+    # object; its <object> block repeated as many times as ours has objects).
     real = fixtures_dir / "ilsvrc2015_vid_mini/Annotations/VID/train/ILSVRC2015_VID_train_0000"
-    real_xml = real / "ILSVRC2015_train_00000000/000000.xml"
-    ours = next(
-        train[0].annotation_path(generated, t)
-        for t in range(30)
-        if len(ilsvrc.parse_annotation(train[0].annotation_path(generated, t)).objects) == 1
-    )
-    assert _xml_tags(ours) == _xml_tags(real_xml)
-    indent = [len(line) - len(line.lstrip("\t")) for line in real_xml.read_text().splitlines()]
-    assert [len(line) - len(line.lstrip("\t")) for line in ours.read_text().splitlines()] == indent
+    real_lines = (real / "ILSVRC2015_train_00000000/000000.xml").read_text().splitlines()
+    for video in (train[0], val[0]):
+        for t in (0, 29):
+            ours = video.annotation_path(generated, t)
+            k = len(ilsvrc.parse_annotation(ours).objects)
+            expected = _xml_layout(_with_objects(real_lines, k))
+            assert _xml_layout(ours.read_text().splitlines()) == expected, (ours, k)
     frame = cv2.imread(str(train[0].image_path(generated, 0)))
     assert frame.shape == (80, 96, 3)
     ann = ilsvrc.parse_annotation(train[0].annotation_path(generated, 0))
     assert ann.filename == "000000" and ann.folder == train[0].video_id.split("/", 1)[1]
 
 
-def test_deterministic_from_the_seed(tmp_path):
+def test_deterministic_from_the_seed(tmp_path, rng):
     small = dict(SIZE, num_train_videos=1, num_val_videos=1, frames_per_video=4, num_det_images=2)
-    a = synthetic.generate(tmp_path / "a", seed=5, **small)
-    b = synthetic.generate(tmp_path / "b", seed=5, **small)
-    synthetic.generate(tmp_path / "c", seed=6, **small)
+    seed = int(rng.integers(1 << 31))
+    a = synthetic.generate(tmp_path / "a", seed=seed, **small)
+    b = synthetic.generate(tmp_path / "b", seed=seed, **small)
+    synthetic.generate(tmp_path / "c", seed=seed + 1, **small)
     assert a == b
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.*"))
     assert files == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.*"))
@@ -104,8 +116,14 @@ def test_builders_read_it_back(generated, built):
             record += 1
     manifest = json.loads((generated / "synthetic_manifest.json").read_text())
     assert det.info.splits["train"].num_examples == len(manifest["det_images"]) == 12
+    # The non-VID clutter objects (in ~30% of DET images) are dropped, and nothing else.
+    clutter = sum(
+        o.label is None
+        for image_id in manifest["det_images"]
+        for o in ilsvrc.parse_annotation(ilsvrc.det_annotation_path(generated, image_id)).objects
+    )
     report = det.info.metadata["build_report"]["train"]
-    assert report["objects_other_classes_dropped"] > 0  # the non-VID clutter objects
+    assert report["objects_other_classes_dropped"] == clutter
     used = set(manifest["labels"])
     assert len(used) == 6 and used <= set(range(classes.NUM_CLASSES))
 

@@ -26,7 +26,7 @@ LEVELS = ("P3", "P4", "P5", "P6")
 class FPN(nn.Module):
     """C3, C4, C5 -> {'P3', 'P4', 'P5', 'P6'}, each with `channels` channels."""
 
-    channels: int = 256
+    channels: int
     dtype: Any = jnp.float32
 
     @nn.compact

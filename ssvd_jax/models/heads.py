@@ -2,7 +2,7 @@
 
 One module is shared by all pyramid levels of a stream. Outputs are raw: class logits with
 anchor-major channels (a * num_classes + c) and box deltas (a * 4 + j), so that flattening a
-level as (y, x, a) lines up with `ssvd_jax.ops.anchors.generate_anchors`.
+level as (y, x, a) lines up with `ssvd_jax.ops.anchors.generate_anchors_per_level`.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ class RetinaHead(nn.Module):
         focal loss is not swamped by easy negatives at the start of training.
     """
 
-    num_classes: int = 30
-    num_anchors: int = 9
-    num_convs: int = 2
-    width: int = 256
-    prior_prob: float = 0.01
+    num_classes: int
+    num_anchors: int
+    num_convs: int
+    width: int
+    prior_prob: float
     dtype: Any = jnp.float32
 
     def setup(self) -> None:

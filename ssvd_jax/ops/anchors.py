@@ -14,10 +14,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-DEFAULT_STRIDES = (8, 16, 32, 64)
-DEFAULT_SIZES = (32, 64, 128, 256)
-DEFAULT_RATIOS = (0.5, 1.0, 2.0)
-
 
 def _as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(image_size, int | np.integer):
@@ -27,7 +23,7 @@ def _as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
 
 
 def level_grid_sizes(
-    image_size: int | Sequence[int], strides: Sequence[int] = DEFAULT_STRIDES
+    image_size: int | Sequence[int], strides: Sequence[int]
 ) -> list[tuple[int, int]]:
     """Feature-map (height, width) of each level: ceil(size / stride) (448 -> 56, 28, 14, 7).
 
@@ -61,8 +57,8 @@ def _mkanchors(ws: np.ndarray, hs: np.ndarray, x_ctr: float, y_ctr: float) -> np
 def cell_anchors(
     stride: int,
     size: float,
-    ratios: Sequence[float] = DEFAULT_RATIOS,
-    scales_per_octave: int = 3,
+    ratios: Sequence[float],
+    scales_per_octave: int,
     octave: float = 2.0,
 ) -> np.ndarray:
     """The A = len(ratios) * scales_per_octave anchors [A, 4] float32 of the cell at (0, 0).
@@ -103,12 +99,13 @@ def grid_anchors(cell_Ax4: np.ndarray, grid_hw: tuple[int, int], stride: int) ->
 
 def generate_anchors_per_level(
     image_size: int | Sequence[int],
-    strides: Sequence[int] = DEFAULT_STRIDES,
-    sizes: Sequence[float] = DEFAULT_SIZES,
-    ratios: Sequence[float] = DEFAULT_RATIOS,
-    scales_per_octave: int = 3,
+    *,
+    strides: Sequence[int],
+    sizes: Sequence[float],
+    ratios: Sequence[float],
+    scales_per_octave: int,
 ) -> list[np.ndarray]:
-    """Per-level anchors, a list of [H_l * W_l * A, 4] float32 arrays (P3..P6 by default)."""
+    """Per-level anchors: [H_l * W_l * A, 4] float32 arrays, one per stride (P3..P6 in configs)."""
     if len(strides) != len(sizes):
         raise ValueError(f"strides {strides} and sizes {sizes} differ in length")
     grids = level_grid_sizes(image_size, strides)
@@ -116,16 +113,3 @@ def generate_anchors_per_level(
         grid_anchors(cell_anchors(stride, size, ratios, scales_per_octave), grid, stride)
         for stride, size, grid in zip(strides, sizes, grids, strict=True)
     ]
-
-
-def generate_anchors(
-    image_size: int | Sequence[int],
-    strides: Sequence[int] = DEFAULT_STRIDES,
-    sizes: Sequence[float] = DEFAULT_SIZES,
-    ratios: Sequence[float] = DEFAULT_RATIOS,
-    scales_per_octave: int = 3,
-) -> np.ndarray:
-    """All anchors [N, 4] float32 xyxy, levels concatenated (37,485 rows at 448 x 448)."""
-    return np.concatenate(
-        generate_anchors_per_level(image_size, strides, sizes, ratios, scales_per_octave), axis=0
-    )
