@@ -30,6 +30,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 64
 
 
+# The end-to-end job tests train a tiny two-phase model (~1.5 min of compiles): the full suite
+# runs them; the quick tier (-m "not slow") relies on test_inference's engine, evaluation and
+# demo checks.
+pytestmark = pytest.mark.slow
+
+
 def _config(data_dir):
     config = tiny.get_config()
     config.data.image_size = SIZE

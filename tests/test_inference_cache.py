@@ -36,8 +36,8 @@ def _relative_error(got, want) -> float:
     "variant,version",
     [
         ("two_stream", "1"),
-        ("two_stream", "2"),
-        ("motion_guided_sampling", "1"),
+        pytest.param("two_stream", "2", marks=pytest.mark.slow),
+        pytest.param("motion_guided_sampling", "1", marks=pytest.mark.slow),
     ],
 )
 def test_cached_aggregation_equals_per_pair(variant, version, rng):

@@ -78,7 +78,15 @@ EXPECTED_MODULES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("variant", ssvd_lib.VARIANTS)
+# The quick tier trains the single-frame detector and each stream alone; the fused variants
+# (and two_stream's bfloat16 check) compile the whole SSVD and run in the full suite.
+QUICK = ("single_frame", "motion", "sampling")
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [v if v in QUICK else pytest.param(v, marks=pytest.mark.slow) for v in ssvd_lib.VARIANTS],
+)
 def test_variant_trains(variant, rng):
     config = _config(variant)
     model = ssvd_lib.create_model(config.model)
@@ -137,6 +145,7 @@ def _check_bfloat16_training(config, variables, batch, anchors, settings, loss32
     assert float(motion) <= 0.05 * float(optax.global_norm(g32["motion_subnets"]))
 
 
+@pytest.mark.slow
 def test_inference_with_any_number_of_supports(rng):
     config = _config("two_stream")
     model = ssvd_lib.create_model(config.model)
@@ -153,6 +162,7 @@ def test_inference_with_any_number_of_supports(rng):
         assert np.all(np.isfinite(np.asarray(logits)))
 
 
+@pytest.mark.slow
 def test_sampling_v2_and_mean_aggregation_train(rng):
     """The release's second offset predictor (multi-dilation convs on the entry) and the
     paper's plain-mean aggregation are real code paths too."""

@@ -76,6 +76,7 @@ jobs.train_and_evaluate(_config(pathlib.Path({data!r})), {workdir!r}, on_batch=s
 """
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_exact(data_dir, tmp_path):
     reference = jobs.train_and_evaluate(_config(data_dir), str(tmp_path / "uninterrupted")).data
     assert reference["phases"]["phase1"]["steps"] == 8
@@ -138,6 +139,7 @@ def test_table2_sweep_points_are_the_papers_streams():
     ]
 
 
+@pytest.mark.slow
 def test_sweep_trains_evaluates_and_writes_its_table(data_dir, tmp_path):
     """Two of Table II's points end to end (the other variants' training is covered by
     test_ssvd_variants; here the sweep machinery is the subject)."""

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from configs import tiny
 from input_pipeline import train_data
 
@@ -17,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = """
 import json, sys
 from configs import tiny
-from input_pipeline import train_data
+from ssvd_jax import jobs
 config = tiny.get_config()
 config.data.image_size = 64
 config.data.root, config.data.tfds_dir, workdir = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -41,6 +43,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_keep_identical_params(tmp_path):
     config = tiny.get_config()
     config.data.image_size = 64
