@@ -173,6 +173,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     overfit = config.overfit = ml_collections.ConfigDict()
     overfit.num_images = 4
     overfit.num_classes = 5
+    overfit.max_objects = 3  # per generated image
     overfit.batch_size = 4
     overfit.steps = 300
     overfit.learning_rate = 1e-3  # Adam: the check is about the path, not the schedule

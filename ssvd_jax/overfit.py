@@ -70,7 +70,7 @@ def run(config: Any, workdir: str) -> JobResult:
         cfg.num_images,
         size,
         num_classes=cfg.num_classes,
-        max_objects=3,
+        max_objects=cfg.max_objects,
         min_size_frac=cfg.min_size_frac,
         max_size_frac=cfg.max_size_frac,
         seed=config.seed,

@@ -230,12 +230,12 @@ def evaluate_phases(
     if not summaries:
         raise FileNotFoundError(f"{workdir}: no trained phase to evaluate ({', '.join(phases)})")
     split = config.eval.split
-    table = f"evaluation on {split} ({root}):\n{report.comparison_table(rows)}"
+    table = report.comparison_table(rows)
     atomic_write_text(
         os.path.join(out_workdir, "eval", f"results_{split}.md"),
-        f"ImageNet VID protocol, motion speed buckets as FGFA. {table}\n",
+        f"ImageNet VID protocol on {root} ({split}); motion speed buckets as FGFA.\n\n{table}\n",
     )
-    return summaries, table
+    return summaries, f"evaluation on {split} ({root}):\n{table}"
 
 
 def first_video_folder(config: Any, workdir: str) -> str:
