@@ -8,9 +8,9 @@ steps of batch 4) and phase 2 (two-stream SSVD initialised from phase 1, PWC-Net
 from scratch, 240 steps of batch-4 clips), evaluates both on the val split with the online
 engine (ImageNet VID protocol, FGFA speed buckets), prints the side-by-side table and draws the
 first val video with SSVD's boxes into <workdir>/demo.mp4.
-Measured on 2 CPU cores (2026-12-01): 10m29s in all: data + TFDS 23 s, phase 1 4.8 min
-(~10.5 steps/s), phase 2 3.7 min (1.2 min to compile, then ~1.6 steps/s), evaluation and demo
-1.2 min. Phase-1 loss 1.63 -> 0.76 (cls 1.11 -> 0.44, box 0.52 -> 0.31), phase-2 loss (both
+Measured on 2 CPU cores (2026-12-02): 9m12s in all: data + TFDS 10 s, phase 1 3.8 min
+(~14 steps/s), phase 2 3.4 min (1 min to compile, then ~1.7 steps/s), evaluation and demo
+1.8 min. Phase-1 loss 1.63 -> 0.76 (cls 1.11 -> 0.44, box 0.52 -> 0.31), phase-2 loss (both
 streams) 1.90 -> 1.47. Val mAP: single-frame 22.3% (slow 41.1, medium 39.8, fast 30.5), SSVD
 20.9% (slow 39.3, medium 37.3, fast 14.8): at this size the temporal streams do not pay off
 yet (PWC-Net from scratch, 240 steps; 480 steps gave 22.9%, fast 16.0). With the generator's
