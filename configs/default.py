@@ -92,8 +92,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
 
     # The learning rate and its schedule are per phase: `schedule.<phase>`.
     optimizer = config.optimizer = ml_collections.ConfigDict()
-    optimizer.momentum = 0.9
-    optimizer.weight_decay = 1e-4
+    optimizer.name = "sgd"  # the paper's SGD with momentum | 'adamw' (e.g. from scratch)
+    optimizer.momentum = 0.9  # sgd
+    optimizer.b1 = 0.9  # adamw
+    optimizer.b2 = 0.999  # adamw
+    optimizer.eps = 1e-8  # adamw
+    optimizer.weight_decay = 1e-4  # on kernels; sgd: L2 in the gradient, adamw: decoupled
     optimizer.grad_clip_norm = 10.0
 
     # Where the data comes from: 'ilsvrc' reads the ILSVRC2015 folder `data.root`; 'synthetic'
@@ -130,6 +134,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         "phase2": (90_000, 60_000),
     }.items():
         s = schedule[name] = ml_collections.ConfigDict()
+        s.kind = "multistep"  # the paper's step decay at `boundaries` | 'cosine' to 0 at `steps`
         s.steps = steps
         s.learning_rate = 1e-3
         s.boundaries = (boundary,)  # lr x decay_factor at each boundary: 1e-3 then 1e-4

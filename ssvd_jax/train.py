@@ -59,18 +59,31 @@ def all_anchors(per_level_anchors: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def learning_rate_schedule(phase_schedule: Any) -> optax.Schedule:
-    """maskrcnn-benchmark's WarmupMultiStepLR: lr = base * decay^(number of boundaries passed),
-    times a linear warmup factor from `warmup_factor` to 1 over `warmup_steps`."""
+    """The learning rate of a phase's step, by `kind`:
+
+    multistep  maskrcnn-benchmark's WarmupMultiStepLR (the paper): lr = base *
+               decay_factor^(number of `boundaries` passed);
+    cosine     base * (1 + cos(pi * step / steps)) / 2, down to 0 at the phase's last step;
+    both times a linear warmup factor from `warmup_factor` to 1 over `warmup_steps`.
+    """
+    kind = phase_schedule.kind
+    if kind not in ("multistep", "cosine"):
+        raise ValueError(f"schedule kind {kind!r}: 'multistep' or 'cosine'")
     base = float(phase_schedule.learning_rate)
     boundaries = jnp.asarray(tuple(phase_schedule.boundaries) or (2**31 - 1,), jnp.int32)
     decay = float(phase_schedule.decay_factor)
+    total = max(int(phase_schedule.steps), 1)
     warmup_steps = int(phase_schedule.warmup_steps)
     warmup_factor = float(phase_schedule.warmup_factor)
 
     def schedule(step: Array) -> Array:
         step = jnp.asarray(step, jnp.int32)
-        passed = jnp.sum(step >= boundaries)
-        lr = base * decay ** passed.astype(jnp.float32)
+        if kind == "multistep":
+            passed = jnp.sum(step >= boundaries)
+            lr = base * decay ** passed.astype(jnp.float32)
+        else:
+            progress = jnp.minimum(step.astype(jnp.float32) / total, 1.0)
+            lr = base * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
         if warmup_steps > 0:
             alpha = jnp.minimum(step.astype(jnp.float32) / warmup_steps, 1.0)
             lr = lr * (warmup_factor * (1.0 - alpha) + alpha)
@@ -97,18 +110,36 @@ def param_labels(params: Any, frozen: Sequence[str]) -> Any:
 def create_optimizer(
     optimizer_config: Any, schedule: optax.Schedule, params: Any, frozen: Sequence[str] = ()
 ) -> optax.GradientTransformation:
-    """SGD with momentum and weight decay on kernels (biases undecayed, as maskrcnn-benchmark's
-    WEIGHT_DECAY_BIAS = 0), optional global-norm clipping; frozen parameters get zero updates
-    and keep no optimizer state."""
+    """The configured optimizer (`optimizer.name`) with optional global-norm clipping first;
+    weight decay on kernels only (biases undecayed, as maskrcnn-benchmark's
+    WEIGHT_DECAY_BIAS = 0); frozen parameters get zero updates and keep no optimizer state.
+
+    sgd    SGD with momentum and L2 weight decay added to the gradient (the paper's recipe)
+    adamw  Adam with decoupled weight decay (Loshchilov & Hutter), for training from scratch
+    """
+    name = optimizer_config.name
+    kernels = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)  # noqa: E731
     parts = []
     if optimizer_config.grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(optimizer_config.grad_clip_norm))
-    parts += [
-        optax.add_decayed_weights(
-            optimizer_config.weight_decay, mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)
-        ),
-        optax.sgd(schedule, momentum=optimizer_config.momentum),
-    ]
+    if name == "sgd":
+        parts += [
+            optax.add_decayed_weights(optimizer_config.weight_decay, mask=kernels),
+            optax.sgd(schedule, momentum=optimizer_config.momentum),
+        ]
+    elif name == "adamw":
+        parts.append(
+            optax.adamw(
+                schedule,
+                b1=optimizer_config.b1,
+                b2=optimizer_config.b2,
+                eps=optimizer_config.eps,
+                weight_decay=optimizer_config.weight_decay,
+                mask=kernels,
+            )
+        )
+    else:
+        raise ValueError(f"optimizer.name {name!r}: 'sgd' or 'adamw'")
     return optax.multi_transform(
         {"trainable": optax.chain(*parts), "frozen": optax.set_to_zero()},
         param_labels(params, frozen),

@@ -113,8 +113,8 @@ def test_four_devices_equal_one_device_with_four_times_the_batch(variant, rng):
 
 def test_schedule_warmup_and_decay():
     cfg = ml_collections.ConfigDict(
-        dict(learning_rate=1e-3, boundaries=(100, 150), decay_factor=0.1, warmup_steps=10,
-             warmup_factor=1 / 3)
+        dict(kind="multistep", steps=200, learning_rate=1e-3, boundaries=(100, 150),
+             decay_factor=0.1, warmup_steps=10, warmup_factor=1 / 3)
     )  # fmt: skip
     lr = train.learning_rate_schedule(cfg)
     np.testing.assert_allclose(lr(0), 1e-3 / 3, rtol=1e-6)
@@ -123,6 +123,57 @@ def test_schedule_warmup_and_decay():
     np.testing.assert_allclose(lr(99), 1e-3, rtol=1e-6)
     np.testing.assert_allclose(lr(100), 1e-4, rtol=1e-5)
     np.testing.assert_allclose(lr(150), 1e-5, rtol=1e-5)
+
+
+def test_cosine_schedule_decays_to_zero_after_warmup():
+    cfg = ml_collections.ConfigDict(
+        dict(kind="cosine", steps=100, learning_rate=2e-3, boundaries=(), decay_factor=1.0,
+             warmup_steps=10, warmup_factor=0.1)
+    )  # fmt: skip
+    lr = train.learning_rate_schedule(cfg)
+    np.testing.assert_allclose(lr(0), 2e-3 * 0.1, rtol=1e-6)
+    # At step 5: half-way through the warmup, cosine factor (1 + cos(pi * 0.05)) / 2.
+    np.testing.assert_allclose(
+        lr(5), 2e-3 * (1 + np.cos(np.pi * 0.05)) / 2 * (0.1 * 0.5 + 0.5), rtol=1e-6
+    )
+    np.testing.assert_allclose(lr(50), 1e-3, rtol=1e-6)
+    np.testing.assert_allclose(lr(100), 0.0, atol=1e-12)
+    np.testing.assert_allclose(lr(150), 0.0, atol=1e-12)
+    with pytest.raises(ValueError, match="kind"):
+        train.learning_rate_schedule(ml_collections.ConfigDict(dict(cfg.to_dict(), kind="linear")))
+
+
+def test_adamw_step_by_hand(rng):
+    """One AdamW step equals the textbook update: clipped gradient, bias-corrected moments,
+    decoupled weight decay on kernels only; frozen parameters do not move."""
+    config = tiny.get_config()
+    opt = config.optimizer
+    opt.name, opt.weight_decay, opt.grad_clip_norm = "adamw", 0.05, 1.0
+    params = {
+        "backbone": {"stem_conv1": {"kernel": rng.normal(size=(3, 3, 2, 4))}},
+        "head": {"conv": {"kernel": rng.normal(size=(3, 3, 4, 4)), "bias": rng.normal(size=4)}},
+    }
+    params = jax.tree.map(lambda p: p.astype(np.float32), params)
+    grads = jax.tree.map(lambda p: (rng.normal(size=p.shape) * 3.0).astype(np.float32), params)
+    lr = 1e-2
+    tx = train.create_optimizer(opt, lambda step: lr, params, train.frozen_prefixes(1))
+    updates, _ = tx.update(grads, tx.init(params), params)
+    norm = np.sqrt(sum(np.sum(g**2) for g in jax.tree.leaves(grads["head"])) + np.sum(
+        grads["backbone"]["stem_conv1"]["kernel"] ** 2
+    ))  # fmt: skip
+    scale = min(1.0, opt.grad_clip_norm / norm)
+    for name in ("kernel", "bias"):
+        g = grads["head"]["conv"][name] * scale
+        m, v = (1 - opt.b1) * g, (1 - opt.b2) * g**2
+        step = (m / (1 - opt.b1)) / (np.sqrt(v / (1 - opt.b2)) + opt.eps)
+        decay = opt.weight_decay * params["head"]["conv"][name] if name == "kernel" else 0.0
+        np.testing.assert_allclose(
+            updates["head"]["conv"][name], -lr * (step + decay), rtol=1e-5, err_msg=name
+        )
+    assert not np.any(np.asarray(updates["backbone"]["stem_conv1"]["kernel"]))
+    with pytest.raises(ValueError, match="optimizer.name"):
+        lamb = ml_collections.ConfigDict(dict(opt.to_dict(), name="lamb"))
+        train.create_optimizer(lamb, lambda step: lr, params)
 
 
 def test_frozen_prefixes_follow_freeze_conv_body_at():
