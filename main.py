@@ -9,7 +9,7 @@ python main.py --mode=convert --config=configs/default.py --input=ssvd_1.pth --w
 
 import os
 
-from ssvd_jax.runtime import configure_cpu_runtime
+from ssvd_jax.runtime import configure_cpu_runtime, enable_compilation_cache
 
 # Before any jax computation: XLA reads XLA_FLAGS once, when its first backend starts; an
 # explicit user setting of a flag wins (ssvd_jax/runtime.py says which defaults and why).
@@ -71,6 +71,8 @@ def main(argv):
         raise app.UsageError(f"--mode={FLAGS.mode} needs {' and '.join(missing)}")
     logging.set_verbosity(logging.INFO)
     os.makedirs(FLAGS.workdir, exist_ok=True)
+    # Compiled programs persist in the workdir: re-runs, evaluation and the demo reuse them.
+    enable_compilation_cache(os.path.join(FLAGS.workdir, "jax_cache"))
     from ssvd_jax import metric_logging, trainer
 
     metric_logging.quiet_library_info()

@@ -47,6 +47,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     backbone.width_per_group = 64
     backbone.stride_in_1x1 = True
     backbone.bn_eps = 0.0
+    # 'frozen_bn' (the release; needs pretrained statistics) | 'group_norm' (from scratch)
+    backbone.norm = "frozen_bn"
+    backbone.norm_groups = 32  # group_norm: groups per layer (capped by its channels)
     backbone.dcn_stages = ()  # e.g. (False, False, False, True): DCNv1 in the last stage
     model.fpn_channels = 256
     head = model.head = ml_collections.ConfigDict()
@@ -107,7 +110,16 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     data.tfds_dir = ""  # built TFDS datasets; empty: <workdir>/data/tfds
     data.vid_frames = "sampled"  # phase-1 VID stills and phase-2 references: 15 per video
     data.det_per_class = 2000  # phase 1: at most this many DET images per class (0: all)
-    data.support_range = 12  # phase 2: supports from [t-K, t+K]
+    data.support_range = 12  # K: supports from [t-K, t+K], in phase 2 and at test
+    # Training augmentation: SSD's (photometric distortion, expand, min-IoU crop, flip).
+    aug = data.augment = ml_collections.ConfigDict()
+    aug.photometric = True  # brightness, contrast, saturation, hue, channel swap
+    aug.hue_delta = 18.0  # degrees
+    aug.channel_swap_prob = 0.5  # a random permutation of B, G, R
+    aug.expand_prob = 0.5
+    aug.max_expand = 4.0
+    aug.crop = True
+    aug.flip_prob = 0.5
     synthetic = data.synthetic = ml_collections.ConfigDict()
     synthetic.seed = 0
     synthetic.size = 128
@@ -117,10 +129,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     synthetic.det_images = 40
     synthetic.num_classes = 6
     synthetic.max_objects = 2
+    synthetic.flow_pairs = 0  # frame pairs with ground-truth flow per video (FlyingChairs layout)
 
     # Training (paper Sec. III-D / IV-C): batch 16, SGD momentum 0.9, weight decay 1e-4.
     tr = config.train = ml_collections.ConfigDict()
-    tr.phases = ("phase1", "phase2")  # phase1: single-frame detector; phase2: SSVD
+    # phase1: single-frame detector; pwcnet: PWC-Net pretraining (optional); phase2: SSVD
+    tr.phases = ("phase1", "phase2")
     tr.batch_size = 16  # global, over all hosts and devices
     tr.num_supports = 2  # phase 2: supports per training reference (3 frames per clip)
     tr.phase1_det = True  # phase 1 on DET + VID stills (phase 2 on VID only)
@@ -142,6 +156,36 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         s.warmup_steps = 500  # maskrcnn-benchmark's linear warmup from warmup_factor x lr
         s.warmup_factor = 1.0 / 3
 
+    # The pwcnet phase (`train.phases` with 'pwcnet' before 'phase2'): PWC-Net alone on
+    # ground-truth flow, the paper's FlyingChairs step; phase 2 then starts its flownet from it.
+    # The paper's configs convert the authors' pretrained PWC-Net instead
+    # (train.pwcnet_checkpoint).
+    flow = config.flow = ml_collections.ConfigDict()
+    flow.source = "flying_chairs"  # 'flying_chairs' | 'sintel_clean' | 'sintel_final'
+    flow.root = ""  # empty: <data root>/FlyingChairs (the synthetic generator's pairs)
+    flow.crop_size = 448  # training: random crops
+    flow.max_shift = 0  # training: image 2's crop up to this many pixels from image 1's
+    flow.eval_crop_size = 384  # evaluation: centre crops (FlyingChairs is 512x384)
+    flow.batch_size = 8  # PWC-Net's
+    flow.level_weights = (0.32, 0.08, 0.02, 0.01, 0.005)  # levels 6..2 (PWC-Net's alphas)
+    # From scratch only: an auxiliary displacement classification on the unwarped cost volumes
+    # (objective.matching_loss), per level 6..2; all 0 = PWC-Net's own loss alone.
+    flow.matching_weights = (0.0, 0.0, 0.0, 0.0, 0.0)
+    flow.matching_scale = 10.0  # cost volume -> logits
+    flow.optimizer = ml_collections.ConfigDict(
+        # PWC-Net's Adam (decoupled weight decay here), independent of the detector's optimizer
+        dict(name="adamw", momentum=0.9, b1=0.9, b2=0.999, eps=1e-8, weight_decay=4e-4,
+             grad_clip_norm=0.0)
+    )  # fmt: skip
+    s = schedule["pwcnet"] = ml_collections.ConfigDict()
+    s.kind = "multistep"  # PWC-Net's S_long: 1e-4 halved at 0.4, 0.6, 0.8, 1.0M of 1.2M
+    s.steps = 1_200_000
+    s.learning_rate = 1e-4
+    s.boundaries = (400_000, 600_000, 800_000, 1_000_000)
+    s.decay_factor = 0.5
+    s.warmup_steps = 0
+    s.warmup_factor = 1.0
+
     ckpt = config.checkpoint = ml_collections.ConfigDict()
     ckpt.every_steps = 2000
     ckpt.max_to_keep = 3
@@ -161,9 +205,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # ILSVRC VID protocol overall and by motion speed. `main.py --mode=eval` and the end of a
     # training run use this section.
     ev = config.eval = ml_collections.ConfigDict()
-    ev.schedule = "release"  # 'release': K=15, 7 entries t+k*(2R//6) | 'paper': N of +-K
-    ev.release_half_window = 15  # SUPPORT_RANGE_TEST
-    ev.paper_half_window = 12  # the paper's K (a 25-frame buffer)
+    # The supports' half window K at test is `data.support_range`, the one of training: one
+    # number, so the spacing the streams learned is the spacing they get. (The release trains
+    # with +-12 but tests with SUPPORT_RANGE_TEST = 15; `--config.data.support_range=15` on an
+    # evaluation reproduces that.)
+    ev.schedule = "release"  # 'release': 7 entries t+k*(2R//6), R=min(L//2,K) | 'paper': N of +-K
     ev.num_supports = 6  # 'paper' schedule: supports per frame, any N >= 0
     ev.after_training = True  # evaluate every trained phase at the end of `--mode=train`
     ev.split = "val"
@@ -172,8 +218,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     ev.batch_videos = 1  # videos processed in lockstep per engine step (throughput mode)
     ev.cached = True  # per-frame caches (PWC pyramid, offset-predictor half); False: per pair
     ev.seq_nms = False  # offline Seq-NMS before scoring
+    ev.bootstrap_samples = 1000  # resamples of the videos for the intervals on differences
+    ev.bootstrap_seed = 0
     ev.demo = False  # also draw the first evaluated video into <workdir>/demo.mp4
     ev.demo_min_score = 0.3  # boxes below this score are not drawn
+    ev.demo_cover_score = 0.5  # the demo's coverage count: boxes from this score
+    ev.demo_scale = 1  # the main job's side-by-side demo: frames enlarged this many times
+    ev.demo_fps = 10.0  # the side-by-side demo's frame rate
 
     overfit = config.overfit = ml_collections.ConfigDict()
     overfit.num_images = 4

@@ -46,6 +46,12 @@ def get_config():
         s.boundaries = (3,)
         s.warmup_steps = 1
         s.learning_rate = 1e-2
+    synthetic.flow_pairs = 2  # the pwcnet phase's data, when a test adds that phase
+    config.flow.crop_size = 64
+    config.flow.eval_crop_size = 64
+    config.flow.batch_size = 4
+    config.schedule.pwcnet.steps = 4
+    config.schedule.pwcnet.learning_rate = 1e-3
     config.checkpoint.every_steps = 2
     config.checkpoint.max_to_keep = 2
     config.log.every_steps = 1

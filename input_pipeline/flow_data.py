@@ -20,8 +20,14 @@ import dataclasses
 import os
 import pathlib
 import re
+from collections.abc import Iterator
+from typing import Any
 
+import cv2
 import numpy as np
+
+from input_pipeline import preprocess
+from ssvd_jax import workdir as workdir_lib
 
 FLO_MAGIC = 202021.25  # b"PIEH" read as a little-endian float32
 _CHAIRS_FLOW = re.compile(r"^(\d+)_flow\.flo$")
@@ -148,3 +154,141 @@ def sintel_pairs(root: os.PathLike | str, render_pass: str = "clean") -> list[Fl
     if not pairs:
         raise FlowDataError(f"{flows}: no <scene>/frame_NNNN.flo files")
     return pairs
+
+
+# ----------------------------------------------------------------------------------------------
+# Batches for PWC-Net pretraining
+
+
+def _read_image(path: pathlib.Path) -> np.ndarray:
+    image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FlowDataError(f"{path}: missing or not a readable image")
+    return image
+
+
+def load_pair(pair: FlowPair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image1, image2) uint8 BGR and the flow float32 [H, W, 2]; sizes must agree."""
+    image1, image2, flow = _read_image(pair.image1), _read_image(pair.image2), read_flo(pair.flow)
+    if image1.shape != image2.shape or image1.shape[:2] != flow.shape[:2]:
+        raise FlowDataError(
+            f"{pair.flow}: sizes disagree: {pair.image1.name} {image1.shape[:2]}, "
+            f"{pair.image2.name} {image2.shape[:2]}, flow {flow.shape[:2]}"
+        )
+    return image1, image2, flow
+
+
+def _window(height: int, width: int, size: int, pair: FlowPair) -> None:
+    if height < size or width < size:
+        raise FlowDataError(f"{pair.image1}: {width}x{height} is smaller than the {size} crop")
+
+
+def pair_arrays(
+    pair: FlowPair,
+    *,
+    crop_size: int,
+    mean_bgr: tuple[float, ...],
+    rng: np.random.Generator | None,
+    max_shift: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A pair as the model's inputs: two normalised BGR crops [S, S, 3] and the flow between
+    them [S, S, 2]. Without `rng` (evaluation): the centre crop of the pair as it is. With
+    `rng` (training): image 2 translated by up to `max_shift` pixels in x and y (its borders
+    reflected) and the flow by the same (dense motion everywhere, as FlyingChairs' relative
+    affine transforms give), a random crop of all three, and a left-right mirror half the
+    time."""
+    image1, image2, flow = load_pair(pair)
+    height, width = image1.shape[:2]
+    size = crop_size
+    _window(height, width, size, pair)
+    if rng is None:
+        y0, x0 = (height - size) // 2, (width - size) // 2
+        shift = np.zeros(2, np.float32)
+    else:
+        y0, x0 = int(rng.integers(height - size + 1)), int(rng.integers(width - size + 1))
+        shift = rng.integers(-max_shift, max_shift + 1, size=2).astype(np.float32)
+        if shift.any():  # image 2's content moves by `shift` (reflected at the borders)
+            matrix = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
+            image2 = cv2.warpAffine(image2, matrix, (width, height), flags=cv2.INTER_NEAREST,
+                                    borderMode=cv2.BORDER_REFLECT_101)  # fmt: skip
+    crop1 = image1[y0 : y0 + size, x0 : x0 + size]
+    crop2 = image2[y0 : y0 + size, x0 : x0 + size]
+    flow = flow[y0 : y0 + size, x0 : x0 + size] + shift
+    if rng is not None and rng.random() < 0.5:
+        crop1, crop2 = crop1[:, ::-1], crop2[:, ::-1]
+        flow = flow[:, ::-1] * np.float32([-1.0, 1.0])
+    return (
+        preprocess.normalize(np.ascontiguousarray(crop1), mean_bgr),
+        preprocess.normalize(np.ascontiguousarray(crop2), mean_bgr),
+        np.ascontiguousarray(flow, np.float32),
+    )
+
+
+class FlowBatches(Iterator[dict[str, np.ndarray]]):
+    """Endless training batches {'image1', 'image2': [*batch_dims, S, S, 3] normalised BGR,
+    'flow': [*batch_dims, S, S, 2]} drawn from `pairs`. Batch i is a pure function of
+    (seed, i), so a resumed run continues the same stream; this host reads its slice of the
+    global batch."""
+
+    def __init__(
+        self,
+        pairs: list[FlowPair],
+        *,
+        crop_size: int,
+        mean_bgr: tuple[float, ...],
+        batch_dims: tuple[int, int],
+        seed: int,
+        start_step: int,
+        max_shift: int = 0,
+        host_index: int = 0,
+        num_hosts: int = 1,
+    ):
+        if not pairs:
+            raise FlowDataError("no flow pairs to train on")
+        self._max_shift = max_shift
+        self._pairs, self._size, self._mean = pairs, crop_size, tuple(mean_bgr)
+        self._dims, self._seed, self._step = tuple(batch_dims), seed, start_step
+        self._host, self._hosts = host_index, num_hosts
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        local = int(np.prod(self._dims))
+        rng = np.random.default_rng([self._seed, 7, self._step])
+        chosen = rng.integers(len(self._pairs), size=local * self._hosts)
+        mine = chosen[self._host * local : (self._host + 1) * local]
+        rngs = [np.random.default_rng([self._seed, 8, self._step, int(k)]) for k in range(local)]
+        items = [
+            pair_arrays(self._pairs[i], crop_size=self._size, mean_bgr=self._mean, rng=r,
+                        max_shift=self._max_shift)  # fmt: skip
+            for i, r in zip(mine, rngs, strict=True)
+        ]
+        self._step += 1
+        shape = self._dims
+        return {
+            name: np.stack([item[k] for item in items]).reshape(*shape, *items[0][k].shape)
+            for k, name in enumerate(("image1", "image2", "flow"))
+        }
+
+    def close(self) -> None:
+        pass
+
+
+def dataset_pairs(source: str, root: str, split: str) -> list[FlowPair]:
+    """The pairs of a flow dataset: 'flying_chairs' (FlyingChairs layout, the synthetic
+    generator's included) by its train/val list; 'sintel_clean' / 'sintel_final' (MPI-Sintel's
+    training set: its last scene is held out as 'val', the others are 'train')."""
+    if source == "flying_chairs":
+        return flying_chairs_pairs(root, split)
+    if source in ("sintel_clean", "sintel_final"):
+        pairs = sintel_pairs(root, source.split("_")[1])
+        last = pairs[-1].flow.parent
+        return [p for p in pairs if (p.flow.parent == last) == (split == "val")]
+    raise ValueError(
+        f"flow data source {source!r}: 'flying_chairs', 'sintel_clean', 'sintel_final'"
+    )
+
+
+def configured_pairs(config: Any, workdir: str, split: str) -> list[FlowPair]:
+    """The pairs of `split` for the pwcnet phase: `flow.source` at `flow.root`, else the
+    synthetic generator's FlyingChairs folder inside the data root."""
+    root = config.flow.root or os.path.join(workdir_lib.data_root(config, workdir), "FlyingChairs")
+    return dataset_pairs(config.flow.source, root, split)

@@ -272,10 +272,17 @@ class AugmentOptions:
     """Which SSD steps run (all on by default) and their main numbers."""
 
     photometric: bool = True
+    hue_delta: float = 18.0
+    channel_swap_prob: float = 0.5
     expand_prob: float = 0.5
     max_expand: float = 4.0
     crop: bool = True
     flip_prob: float = 0.5
+
+    @classmethod
+    def from_config(cls, augment_config) -> AugmentOptions:
+        """The `data.augment` config section."""
+        return cls(**{f.name: augment_config[f.name] for f in dataclasses.fields(cls)})
 
 
 _REDUCED_FLAGS = {
@@ -327,7 +334,13 @@ def load_clip(
             crop=augment_options.crop,
             flip_prob=augment_options.flip_prob,
         )
-        photometric = augment.sample_photometric(rng) if augment_options.photometric else None
+        photometric = None
+        if augment_options.photometric:
+            photometric = augment.sample_photometric(
+                rng,
+                hue_delta=augment_options.hue_delta,
+                channel_swap_prob=augment_options.channel_swap_prob,
+            )
         reduction = geometry.decode_reduction()
     else:
         geometry, photometric = augment.resize_geometry(width, height, image_size), None

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from input_pipeline import classes, ilsvrc
+from input_pipeline import classes, flow_data, ilsvrc
 
 SPEEDS = ("slow", "medium", "fast")
 # Displacement per frame as a fraction of the object's size, per speed bucket. Over +-10 frames
@@ -41,6 +41,8 @@ _SHAPES = ("ellipse", "rectangle", "triangle", "diamond", "cross", "hexagon", "r
 _TEXTURES = ("stripes", "checker", "dots", "waves")
 # A DET class outside the 30 VID classes (person), drawn as clutter that the DET builder drops.
 OTHER_DET_WNID = "n00007846"
+# Owner codes of pixels that show no object (object pixels hold the object's index).
+BACKGROUND, OCCLUDER = -1, -2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +57,10 @@ class Style:
 def class_style(label: int) -> Style:
     """Appearance of a VID class: fixed per label, distinct across neighbouring labels."""
     rng = np.random.default_rng([4242, label])
-    hue = (label * 47) % 180
+    # 5 hue steps (of OpenCV's 180) per label: the evenly spread labels of `default_labels`
+    # get well separated hues (6 classes: 0, 30, 60, 85, 115, 145), so colour tells classes
+    # apart about as well as shape and texture do.
+    hue = (label * 5) % 180
     hsv = np.uint8([[[hue, 200, 210]]])
     colour = tuple(float(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
     return Style(
@@ -228,7 +233,7 @@ def _occluder(
     slab = 90 + 20 * np.sin(xx * 0.7) * np.cos(yy * 0.5)
     canvas[y0:y1, x0:x1] = np.stack([slab * 0.8, slab * 0.95, slab * 1.05], -1)
     canvas[y0:y1, x0:x1] += rng.normal(0, 4, (y1 - y0, x1 - x0, 3))
-    owner[y0:y1, x0:x1] = -1
+    owner[y0:y1, x0:x1] = OCCLUDER
 
 
 def _motion_blur(image: np.ndarray, length: int, angle: float) -> np.ndarray:
@@ -252,6 +257,21 @@ def _schedule(rng: np.random.Generator, num_frames: int, kinds: Sequence[str]) -
         for t in range(first, min(first + length, num_frames)):
             per_frame[t].append(kind)
     return per_frame
+
+
+FLOW_FOLDER = "FlyingChairs"
+
+
+def _flow_pairs(
+    rng: np.random.Generator, num_frames: int, count: int, max_gap: int
+) -> list[tuple[int, int]]:
+    """`count` (t, s) frame pairs with 1 <= |s - t| <= max_gap, both directions."""
+    pairs = []
+    for _ in range(count):
+        t = int(rng.integers(num_frames))
+        choices = [s for s in range(t - max_gap, t + max_gap + 1) if 0 <= s < num_frames and s != t]
+        pairs.append((t, int(rng.choice(choices))))
+    return pairs
 
 
 _VID_XML_OBJECT = """\
@@ -319,6 +339,55 @@ def _encode(image: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
+@dataclasses.dataclass
+class RenderedVideo:
+    """One rendered snippet and the geometry that made it (for ground-truth flow).
+
+    frames: float32 BGR [H, W, 3] per frame. objects: per frame, dicts with track_id, label,
+    box (inclusive x1, y1, x2, y2), occluded, generated. deteriorations: per frame, the kinds.
+    speeds: track id -> speed bucket. tracks: [T, objects, 4] each object's (cx, cy, w, h)
+    when the frame was drawn. background: [T, 2] the (x, y) offset of the frame's window into
+    the panning background. owners: [T, H, W] int16, per pixel the index of the object seen
+    there, BACKGROUND or OCCLUDER. occluder_target: the object that occluders cover.
+    """
+
+    frames: list[np.ndarray]
+    objects: list[list[dict]]
+    deteriorations: list[list[str]]
+    speeds: dict[int, str]
+    tracks: np.ndarray
+    background: np.ndarray
+    owners: np.ndarray
+    occluder_target: int
+
+
+def ground_truth_flow(video: RenderedVideo, t: int, s: int) -> np.ndarray:
+    """The flow [H, W, 2] (x, y) from frame t to frame s, in pixels: where the surface seen at
+    each pixel of frame t is in frame s. Objects move and scale about their centres; the
+    background moves with the camera's pan; occluders move with the object they cover. Pixels
+    whose surface is hidden in frame s keep their motion (as FlyingChairs and Sintel define it)."""
+    owner = video.owners[t].astype(np.int64)
+    height, width = owner.shape
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    flow = np.zeros((height, width, 2), np.float64)
+    shift = video.background[t] - video.background[s]
+    flow[..., 0], flow[..., 1] = shift[0], shift[1]
+    track_t, track_s = video.tracks[t], video.tracks[s]
+    for i in range(track_t.shape[0]):
+        mask = owner == i
+        if not mask.any():
+            continue
+        (cx, cy, w, h), (cx2, cy2, w2, h2) = track_t[i], track_s[i]
+        # The object coordinate of a pixel centre, and where it is drawn in frame s.
+        flow[..., 0][mask] = cx2 + (xx[mask] + 0.5 - cx) * (w2 / w) - 0.5 - xx[mask]
+        flow[..., 1][mask] = cy2 + (yy[mask] + 0.5 - cy) * (h2 / h) - 0.5 - yy[mask]
+    occluded = owner == OCCLUDER
+    target = video.occluder_target
+    flow[..., 0][occluded] = track_s[target, 0] - track_t[target, 0]
+    flow[..., 1][occluded] = track_s[target, 1] - track_t[target, 1]
+    return flow.astype(np.float32)
+
+
 def render_video(
     rng: np.random.Generator,
     *,
@@ -330,9 +399,8 @@ def render_video(
     speeds: Sequence[str],
     deteriorations: Sequence[str],
     generated_fraction: float = 0.2,
-) -> tuple[list[np.ndarray], list[list[dict]], list[list[str]], dict[int, str]]:
-    """Render one snippet: frames (float32 BGR), per-frame objects (dicts with track_id, label,
-    box (inclusive x1, y1, x2, y2), occluded, generated), per-frame deteriorations, speeds."""
+) -> RenderedVideo:
+    """Render one snippet (see `RenderedVideo`)."""
     pan = 0.15
     big = _background(rng, int(height * (1 + pan)) + 2, int(width * (1 + pan)) + 2)
     pan_v = rng.uniform(-1, 1, 2) * pan * min(width, height) / max(num_frames, 1) * 0.5
@@ -345,13 +413,15 @@ def render_video(
     schedule = _schedule(rng, num_frames, deteriorations)
     target = int(rng.integers(num_objects))  # the object that occlusion events hide
     blur_angle = rng.uniform(0, np.pi)
-    illum_gain = rng.choice([0.35, 1.7])
-    frames, annotations = [], []
+    illum_gain = rng.choice([0.25, 1.9])
+    frames, annotations, geometry, offsets, owners = [], [], [], [], []
     off = np.array([pan * width / 2, pan * height / 2])
     for t in range(num_frames):
         ox, oy = np.clip(off + pan_v * t, 0, [big.shape[1] - width, big.shape[0] - height])
         canvas = big[int(oy) : int(oy) + height, int(ox) : int(ox) + width].copy()
-        owner = np.full((height, width), -1, np.int32)
+        offsets.append((int(ox), int(oy)))
+        geometry.append([(tr.cx, tr.cy, tr.w, tr.h) for tr in tracks])
+        owner = np.full((height, width), BACKGROUND, np.int32)
         # Draw larger objects first so smaller ones stay visible on top.
         order = sorted(range(num_objects), key=lambda i: -tracks[i].w * tracks[i].h)
         drawn = {i: _render_object(canvas, owner, i, styles[i], tracks[i]) for i in order}
@@ -377,7 +447,7 @@ def render_video(
                 (
                     tt.cx - tt.w / 2 - 2,
                     tt.cy - tt.h / 2 - 2,
-                    tt.cx + 0.05 * tt.w,
+                    tt.cx + 0.15 * tt.w,
                     tt.cy + tt.h / 2 + 2,
                 ),
                 rng,
@@ -398,19 +468,31 @@ def render_video(
                 }
             )
         canvas += rng.normal(0, 3, canvas.shape).astype(np.float32)
+        # Strong enough that a single frame is hard (while its clean neighbours are not).
         if "motion_blur" in kinds:
-            length = max(5, int(0.09 * min(width, height)) | 1)
+            length = max(5, int(0.14 * min(width, height)) | 1)
             canvas = _motion_blur(canvas, length, blur_angle)
         if "defocus" in kinds:
-            canvas = cv2.GaussianBlur(canvas, (0, 0), sigmaX=0.035 * min(width, height))
+            canvas = cv2.GaussianBlur(canvas, (0, 0), sigmaX=0.05 * min(width, height))
         if "illumination" in kinds:
             grad = np.linspace(0.7, 1.3, width, dtype=np.float32)[None, :, None]
             canvas = canvas * illum_gain * grad
+            canvas += rng.normal(0, 10, canvas.shape).astype(np.float32)  # sensor noise
         frames.append(canvas)
         annotations.append(objects)
+        owners.append(owner.astype(np.int16))
         for track in tracks:
             _advance(track, width, height)
-    return frames, annotations, schedule, {t.track_id: t.speed for t in tracks}
+    return RenderedVideo(
+        frames=frames,
+        objects=annotations,
+        deteriorations=schedule,
+        speeds={t.track_id: t.speed for t in tracks},
+        tracks=np.asarray(geometry, np.float64),
+        background=np.asarray(offsets, np.float64),
+        owners=np.stack(owners),
+        occluder_target=target,
+    )
 
 
 def generate(
@@ -427,9 +509,14 @@ def generate(
     max_objects: int = 2,
     write_lists: bool = True,
     jpeg_quality: int = 90,
+    flow_pairs_per_video: int = 0,
+    flow_max_gap: int = 6,
 ) -> dict:
     """Write a complete synthetic ILSVRC2015 folder at `out`; returns the manifest (also saved
-    as out/synthetic_manifest.json)."""
+    as out/synthetic_manifest.json). With `flow_pairs_per_video`, also that many frame pairs
+    of every video (frames at most `flow_max_gap` apart, as the training clips' supports) with
+    their ground-truth flow, in FlyingChairs' layout under out/FlyingChairs (train videos'
+    pairs marked 1 = train in FlyingChairs_train_val.txt, val videos' 2 = val)."""
     out = pathlib.Path(out)
     labels = default_labels(num_classes)
     manifest: dict = {
@@ -439,7 +526,9 @@ def generate(
         "labels": list(labels),
         "videos": {},
         "det_images": [],
+        "flow_pairs": [],  # [video id, frame 1, frame 2] of FlyingChairs/data/NNNNN (1-based)
     }
+    flow_marks: list[str] = []
     lists: dict[str, list[str]] = {
         ilsvrc.VID_TRAIN_LIST: [],
         ilsvrc.VID_VAL_VIDEOS_LIST: [],
@@ -458,7 +547,7 @@ def generate(
             # Rotate speeds and deteriorations so every kind occurs in every small dataset.
             speeds = [SPEEDS[(v + k) % 3] for k in range(3)]
             kinds = [DETERIORATIONS[(v + k) % len(DETERIORATIONS)] for k in range(3)]
-            frames, objs, schedule, track_speeds = render_video(
+            video = render_video(
                 rng,
                 width=width,
                 height=height,
@@ -468,9 +557,10 @@ def generate(
                 speeds=speeds,
                 deteriorations=kinds,
             )
-            for t, (frame, objects) in enumerate(zip(frames, objs, strict=True)):
+            encoded = [_encode(frame, jpeg_quality) for frame in video.frames]
+            for t, (jpeg, objects) in enumerate(zip(encoded, video.objects, strict=True)):
                 stem = f"{t:06d}"
-                _write(out / "Data/VID" / video_id / f"{stem}.JPEG", _encode(frame, jpeg_quality))
+                _write(out / "Data/VID" / video_id / f"{stem}.JPEG", jpeg)
                 xml_objects = [
                     {
                         "track_id": o["track_id"],
@@ -502,9 +592,24 @@ def generate(
                 )
                 global_id += frames_per_video
             manifest["videos"][video_id] = {
-                "speeds": {str(k): s for k, s in track_speeds.items()},
-                "deteriorations": schedule,
+                "speeds": {str(k): s for k, s in video.speeds.items()},
+                "deteriorations": video.deteriorations,
             }
+            pair_rng = np.random.default_rng([seed, 3, 0 if split == "train" else 1, v])
+            pairs = _flow_pairs(pair_rng, frames_per_video, flow_pairs_per_video, flow_max_gap)
+            for t1, t2 in pairs:
+                number = len(flow_marks) + 1
+                stem = out / FLOW_FOLDER / "data" / f"{number:05d}"
+                for name, index in (("img1", t1), ("img2", t2)):
+                    image = cv2.imdecode(np.frombuffer(encoded[index], np.uint8), cv2.IMREAD_COLOR)
+                    ok, ppm = cv2.imencode(".ppm", image)
+                    assert ok
+                    _write(stem.with_name(f"{number:05d}_{name}.ppm"), ppm.tobytes())
+                flow_data.write_flo(
+                    stem.with_name(f"{number:05d}_flow.flo"), ground_truth_flow(video, t1, t2)
+                )
+                flow_marks.append("1" if split == "train" else "2")
+                manifest["flow_pairs"].append([video_id, t1, t2])
     for i in range(num_det_images):
         rng = np.random.default_rng([seed, 2, i])
         main = int(labels[i % len(labels)])
@@ -559,6 +664,8 @@ def generate(
         )
         lists[ilsvrc.DET_TRAIN_LIST].append(f"{image_id} 1")
         manifest["det_images"].append(image_id)
+    if flow_marks:
+        _write(out / FLOW_FOLDER / "FlyingChairs_train_val.txt", "\n".join(flow_marks) + "\n")
     if write_lists:
         for name, lines in lists.items():
             if lines:
@@ -582,6 +689,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-objects", type=int, default=2, help="objects per video, at most")
     parser.add_argument("--jpeg-quality", type=int, default=90)
     parser.add_argument("--no-lists", action="store_true", help="do not write ImageSets/ lists")
+    parser.add_argument(
+        "--flow-pairs", type=int, default=0, help="frame pairs with ground-truth flow per video"
+    )
+    parser.add_argument(
+        "--flow-max-gap", type=int, default=6, help="frames between a pair, at most"
+    )
     args = parser.parse_args(argv)
     manifest = generate(
         args.out,
@@ -596,6 +709,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         max_objects=args.max_objects,
         write_lists=not args.no_lists,
         jpeg_quality=args.jpeg_quality,
+        flow_pairs_per_video=args.flow_pairs,
+        flow_max_gap=args.flow_max_gap,
     )
     print(
         f"wrote {len(manifest['videos'])} videos and {len(manifest['det_images'])} DET images "

@@ -50,6 +50,8 @@ def prepare(config: Any, workdir: str) -> str:
             num_det_images=s.det_images,
             num_classes=s.num_classes,
             max_objects=s.max_objects,
+            flow_pairs_per_video=s.flow_pairs,
+            flow_max_gap=data.support_range,
         )
         os.replace(tmp, root)  # a crash mid-generation never leaves a partial dataset
     elif not os.path.isdir(root):
@@ -116,6 +118,7 @@ def create_batches(
         vid_frames=data.vid_frames,
         mean=tuple(data.pixel_mean_bgr),
         legacy_boxes=config.loss.legacy_boxes,
+        augment_options=pipeline.AugmentOptions.from_config(data.augment),
     )
     if phase == "phase1":
         det = (

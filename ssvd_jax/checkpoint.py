@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -180,6 +181,24 @@ def restore_model(folder: str, config: Any) -> tuple[Any, dict[str, Any], dict[s
         variables, meta = ckpt.restore_variables(
             {"params": expected["params"], "batch_stats": expected.get("batch_stats", {})}, step
         )
+    finally:
+        ckpt.close()
+    return model, variables, dict(meta, checkpoint=os.path.abspath(folder), step=step)
+
+
+def restore_flownet(folder: str, config: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """(PWC-Net module, {'params'}, meta with 'checkpoint' and 'step') of the latest step in
+    `folder`: the pwcnet pretraining phase's checkpoints or a converted PWC-Net."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder}: no such checkpoint folder")
+    model = ssvd_lib.create_flownet(config.model)
+    size = config.flow.crop_size
+    image = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    expected = abstract_variables(model, image, image)
+    ckpt = Checkpointer(folder, async_save=False)
+    try:
+        step = ckpt.latest_step()
+        variables, meta = ckpt.restore_variables({"params": expected["params"]}, step)
     finally:
         ckpt.close()
     return model, variables, dict(meta, checkpoint=os.path.abspath(folder), step=step)

@@ -13,13 +13,16 @@ from typing import Any
 PathLike = str | os.PathLike
 
 
-def atomic_write_chunks(path: PathLike, chunks: Iterable[str]) -> None:
-    """Write the text chunks to `path` atomically (parent folders are created)."""
+def atomic_write_chunks(path: PathLike, chunks: Iterable[str] | Iterable[bytes]) -> None:
+    """Write the text (or bytes) chunks to `path` atomically (parent folders are created)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    chunks = iter(chunks)
+    first = next(chunks, "")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(first, bytes) else "w") as f:
+            f.write(first)
             for chunk in chunks:
                 f.write(chunk)
             f.flush()

@@ -18,14 +18,19 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import cv2
 import jax
+import numpy as np
 
-from input_pipeline import train_data
+from input_pipeline import flow_data, ilsvrc, train_data
 from input_pipeline.classes import CLASS_NAMES
-from ssvd_jax import inference, trainer, visualize
+from input_pipeline.preprocess import read_frame
+from input_pipeline.synthetic import DETERIORATIONS
+from ssvd_jax import inference, pictures, trainer, visualize
 from ssvd_jax import workdir as workdir_lib
-from ssvd_jax.checkpoint import restore_model
-from ssvd_jax.evaluation import detect, report
+from ssvd_jax.checkpoint import restore_flownet, restore_model
+from ssvd_jax.evaluation import detect, report, subsets, vid_ap
+from ssvd_jax.evaluation import flow as flow_eval
 from ssvd_jax.evaluation import score as score_lib
 from ssvd_jax.files import atomic_write_json
 
@@ -76,12 +81,33 @@ def train_and_evaluate(
     table = ""
     if jax.process_index() == 0:
         if config.eval.after_training:
+            if workdir_lib.FLOW_PHASE in config.train.phases:
+                summary["pwcnet"] = evaluate_pwcnet(config, workdir)
             evaluation, table = evaluate_trained(config, workdir, config.train.phases)
             summary.update(evaluation)
+            summary["pictures"] = draw_pictures(config, workdir, summary)
         summary["seconds"] = time.time() - t0
         atomic_write_json(os.path.join(workdir, "summary.json"), summary)
     text = "\n".join(t for t in (table, format_summary(summary)) if t)
     return JobResult(text=text, data=summary)
+
+
+def evaluate_pwcnet(config: Any, workdir: str) -> dict[str, Any]:
+    """End-point errors of the pwcnet phase's PWC-Net on the flow data's val pairs; written to
+    `<workdir>/eval/pwcnet/summary_flow_val.json`."""
+    folder = workdir_lib.checkpoint_dir(workdir, workdir_lib.FLOW_PHASE)
+    model, variables, meta = restore_flownet(folder, config)
+    pairs = flow_data.configured_pairs(config, workdir, "val")
+    errors = flow_eval.evaluate_flow(
+        model, variables, pairs, crop_size=config.flow.eval_crop_size,
+        mean_bgr=config.data.pixel_mean_bgr, batch_size=config.flow.batch_size,
+    )  # fmt: skip
+    errors.update(checkpoint=meta["checkpoint"], step=meta["step"])
+    path = os.path.join(
+        workdir_lib.eval_dir(workdir, workdir_lib.FLOW_PHASE), "summary_flow_val.json"
+    )
+    atomic_write_json(path, errors)
+    return errors
 
 
 def evaluate_trained(
@@ -92,18 +118,207 @@ def evaluate_trained(
     the side-by-side table. Results go to `out_workdir` (default: `workdir`)."""
     out_workdir = out_workdir or workdir
     summaries, table = detect.evaluate_phases(config, workdir, phases, out_workdir)
-    keys = ("mAP", "mAP_slow", "mAP_medium", "mAP_fast", "frames_per_second")
-    out: dict[str, Any] = {
-        "eval": {
-            phase: dict({k: s.get(k) for k in keys}, variant=s["settings"]["variant"])
-            for phase, s in summaries.items()
-        }
-    }
+    out: dict[str, Any] = {"eval": {}}
+    for phase, s in summaries.items():
+        entry = dict(headline_metrics(s), variant=s["settings"]["variant"])
+        entry["frames_per_second"] = s.get("frames_per_second")
+        if "streams" in s:
+            entry["streams"] = {k: headline_metrics(v) for k, v in s["streams"].items()}
+        out["eval"][phase] = entry
+        out["single_frame" if entry["variant"] == "single_frame" else "ssvd"] = entry
     if config.eval.demo:
-        folder = workdir_lib.checkpoint_dir(workdir, list(summaries)[-1])
         output = os.path.join(out_workdir, "demo.mp4")
-        out["demo"] = _draw(config, folder, detect.first_video_folder(config, workdir), output)
+        if len(summaries) > 1:
+            out["demo"] = demo_side_by_side(config, workdir, list(summaries), output)
+        else:
+            folder = workdir_lib.checkpoint_dir(workdir, list(summaries)[-1])
+            out["demo"] = _draw(config, folder, detect.first_video_folder(config, workdir), output)
     return out, table
+
+
+def draw_pictures(config: Any, workdir: str, summary: dict[str, Any]) -> list[str]:
+    """`<workdir>/pictures/`: the single-frame vs SSVD bar chart by speed and frame quality,
+    and the paper's Fig. 5 for one deteriorated frame; returns the files written."""
+    folder = os.path.join(workdir, "pictures")
+    written = []
+    evaluated = summary.get("eval", {})
+    if len(evaluated) > 1:
+        path = os.path.join(folder, "map_by_speed_and_quality.png")
+        pictures.write_png(path, _comparison_chart(evaluated))
+        written.append(path)
+    if "phase2" in evaluated:
+        path = os.path.join(folder, "fig5_sampling_and_flow.png")
+        if _fig5(config, workdir, path):
+            written.append(path)
+    return written
+
+
+def _comparison_chart(evaluated: dict[str, dict[str, Any]]) -> np.ndarray:
+    first = next(iter(evaluated.values()))
+    kinds = [k for k in DETERIORATIONS if f"mAP_{k}" in first]
+    keys = ["mAP", "mAP_slow", "mAP_medium", "mAP_fast", "mAP_clean", "mAP_deteriorated"]
+    keys += [f"mAP_{k}" for k in kinds]
+    groups = [("all" if k == "mAP" else k[4:]).replace("_", "\n") for k in keys]
+    series, intervals = {}, {}
+    rows = dict(evaluated)
+    for phase, e in evaluated.items():
+        for stream, values in e.get("streams", {}).items():
+            rows[f"{phase}:{stream}"] = values
+    for name, e in rows.items():
+        phase, _, stream = name.partition(":")
+        label = (report.STREAM_NAMES[stream] + " alone" if stream else
+                 report.model_label(phase, e["variant"]))  # fmt: skip
+        series[label] = [None if e.get(k) is None else 100 * e[k] for k in keys]
+        diff = e.get("difference", {})
+        intervals[label] = [
+            (100 * (e[k] - diff[k]["value"] + diff[k]["low"]),
+             100 * (e[k] - diff[k]["value"] + diff[k]["high"]))
+            if k in diff and "low" in diff[k] else None
+            for k in keys
+        ]  # fmt: skip
+    title = (
+        "val mAP (%) by motion speed and frame quality (bars: baseline + 95% interval of the gain)"
+    )
+    return pictures.bar_chart(groups, series, title, intervals=intervals)
+
+
+def _fig5(config: Any, workdir: str, path: str) -> bool:
+    """Fig. 5 on the first deteriorated, annotated frame of the first val video whose support
+    window lies inside the video (by the synthetic manifest; else its middle annotated frame),
+    at the first object's centre."""
+    root = workdir_lib.data_root(config, workdir)
+    video, _ = score_lib.evaluation_videos(root, config.eval.split, config.eval.frame_list or None)[
+        0
+    ]
+    annotations = ilsvrc.read_video_annotations(root, video)
+    qualities = subsets.frame_qualities(root, [video.video_id], [video.frames]) or []
+    annotated = [t for t, a in enumerate(annotations) if a is not None and a.objects]
+    if not annotated:
+        return False
+    k = config.data.support_range
+    inside = [t for t in annotated if k <= t < video.num_frames - k] or annotated
+    bad = [t for t in inside if t < len(qualities) and qualities[t]]
+    t = bad[0] if bad else inside[len(inside) // 2]
+    model, variables, meta = restore_model(workdir_lib.checkpoint_dir(workdir, "phase2"), config)
+    if model.variant not in ("two_stream", "motion_guided_sampling"):
+        return False
+    entries = inference.release_entries(video.num_frames, config.data.support_range)[t]
+    paths = [video.image_path(root, i) for i in entries]
+    clip = np.stack(list(detect.video_frames(paths, config.data.image_size,
+                                             config.data.pixel_mean_bgr)))  # fmt: skip
+    originals = [read_frame(p) for p in paths]
+    box = annotations[t].objects[0].box
+    sx = config.data.image_size / originals[0].shape[1]
+    sy = config.data.image_size / originals[0].shape[0]
+    centre = ((box[0] + box[2] + 1) / 2 * sx, (box[1] + box[3] + 1) / 2 * sy)
+    geometry = pictures.stream_geometry(model, variables, clip, centre)
+    order = np.argsort(entries - t, kind="stable")  # time order, the reference in its place
+    kinds = ", ".join(qualities[t]) if bad else "clean"
+    caption = (
+        f"{video.video_id} frame {t} ({kinds}): red dots = where the sampling stream "
+        "samples each frame for the green location; below: the motion stream's flow"
+    )
+    figure = pictures.sampling_figure(
+        [originals[i] for i in order], [int(entries[i] - t) for i in order],
+        {**geometry, "samples": geometry["samples"][order], "flows": geometry["flows"][order]},
+        input_size=config.data.image_size, scale=config.eval.demo_scale, caption=caption,
+    )  # fmt: skip
+    pictures.write_png(path, figure)
+    return True
+
+
+def demo_side_by_side(
+    config: Any, workdir: str, phases: Sequence[str], output: str
+) -> dict[str, Any]:
+    """The first evaluated video with each phase's detections side by side (boxes drawn from
+    `eval.demo_min_score`), frames enlarged `eval.demo_scale` times; and, per phase, in how many
+    annotated frames its boxes (score >= `eval.demo_cover_score`, right class, IoU >= 0.5)
+    cover every annotated object."""
+    root = workdir_lib.data_root(config, workdir)
+    video, _ = score_lib.evaluation_videos(root, config.eval.split, config.eval.frame_list or None)[
+        0
+    ]
+    paths = [video.image_path(root, t) for t in range(video.num_frames)]
+    originals = [read_frame(p) for p in paths]
+    annotations = ilsvrc.read_video_annotations(root, video)
+    scale = config.eval.demo_scale
+    height, width = originals[0].shape[:2]
+    big = [cv2.resize(f, (width * scale, height * scale), interpolation=cv2.INTER_CUBIC)
+           for f in originals]  # fmt: skip
+    panels: dict[str, list[np.ndarray]] = {}
+    stats: dict[str, Any] = {"input": os.path.dirname(os.fspath(paths[0])), "output": output}
+    for phase in phases:
+        model, variables, meta = restore_model(workdir_lib.checkpoint_dir(workdir, phase), config)
+        engine = inference.create_engine(config, model, variables, num_videos=1)
+        frames = detect.video_frames(paths, engine.image_size, config.data.pixel_mean_bgr)
+        per_frame = {}
+        run = engine.run([inference.Video(frames, len(paths), (width, height), key=0)])
+        for _, t, dets in run:
+            per_frame[t] = dets
+        label = report.model_label(phase, model.variant)
+        panels[label] = [
+            visualize.draw_detections(
+                big[t], per_frame[t]._replace(boxes=per_frame[t].boxes * scale), CLASS_NAMES,
+                config.eval.demo_min_score,
+            )
+            for t in range(len(paths))
+        ]  # fmt: skip
+        covered, annotated = _coverage(per_frame, annotations, config.eval.demo_cover_score)
+        stats[phase] = {"variant": model.variant, "step": meta["step"],
+                        "frames_covered": covered, "frames_annotated": annotated}  # fmt: skip
+    footer = (f"boxes drawn from score {config.eval.demo_min_score}; "
+              f"{video.video_id}")  # fmt: skip
+    composed = [
+        pictures.side_by_side({k: v[t] for k, v in panels.items()}, f"{footer}, frame {t}")
+        for t in range(len(paths))
+    ]
+    pictures.write_video(output, composed, fps=config.eval.demo_fps)
+    stats["frames"] = len(composed)
+    return stats
+
+
+def _coverage(per_frame, annotations, min_score: float) -> tuple[int, int]:
+    """(frames where every annotated object has a detection of its class with IoU >= 0.5 and
+    score >= min_score, frames with annotated objects)."""
+    covered = annotated = 0
+    for t, ann in enumerate(annotations):
+        objects = ann.objects if ann is not None else ()
+        if not objects:
+            continue
+        annotated += 1
+        dets = per_frame[t]
+        keep = np.asarray(dets.valid) & (np.asarray(dets.scores) >= min_score)
+        boxes, labels = np.asarray(dets.boxes)[keep], np.asarray(dets.labels)[keep]
+        ok = True
+        for obj in objects:
+            same = boxes[labels == obj.label]
+            if not len(same):
+                ok = False
+                break
+            gt = np.repeat(np.asarray(obj.box, np.float64)[None], len(same), 0)
+            iou, _ = vid_ap.pair_iou(same.astype(np.float64), gt)
+            ok = ok and bool((iou >= 0.5).any())
+        covered += ok
+    return covered, annotated
+
+
+def headline_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """mAP, mAP_slow/medium/fast and, where the frames' quality is known, mAP_clean,
+    mAP_deteriorated and mAP_<kind>; with 'difference' to the baseline of the comparison
+    ({'mAP': {'value', 'low', 'high'}, ...}, bootstrap intervals where computed)."""
+    out = {k: summary.get(k) for k in ("mAP", "mAP_slow", "mAP_medium", "mAP_fast")}
+    difference = {}
+    for key, entry in summary.get("quality", {}).items():
+        metric, subset = key.split("@")
+        name = "mAP" if metric == "all" else f"mAP_{metric}"
+        if subset != "all":
+            name = f"{name}_{subset}" if metric != "all" else f"mAP_{subset}"
+        out[name] = entry["value"]["value"]
+        if "delta" in entry:
+            difference[name] = entry["delta"]
+    if difference:
+        out["difference"] = difference
+    return out
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -119,13 +334,38 @@ def format_summary(summary: dict[str, Any]) -> str:
             if k == "loss" or k.endswith("/cls") or k.endswith("/box")
         )
         lines.append(f"{phase} ({s['steps']} steps): {terms}")
+    if "pwcnet" in summary:
+        f = summary["pwcnet"]
+        levels = ", ".join(f"L{k} {f[f'epe_L{k}']:.2f}" for k in (6, 5, 4, 3, 2))
+        lines.append(
+            f"pwcnet: end-point error {f['epe']:.2f} px on {f['pairs']} val pairs, zero flow "
+            f"{f['zero_epe']:.2f} px (ratio {f['epe_ratio']:.2f}; per level {levels})"
+        )
     for phase, e in summary.get("eval", {}).items():
+        quality = ""
+        if e.get("mAP_deteriorated") is not None:
+            quality = (f", clean {report.pct(e['mAP_clean'])}, deteriorated "
+                       f"{report.pct(e['mAP_deteriorated'])}")  # fmt: skip
         lines.append(
             f"{phase} {e['variant']} mAP {report.pct(e['mAP'])}% (slow {report.pct(e['mAP_slow'])},"
-            f" medium {report.pct(e['mAP_medium'])}, fast {report.pct(e['mAP_fast'])})"
+            f" medium {report.pct(e['mAP_medium'])}, fast {report.pct(e['mAP_fast'])}{quality})"
         )
+        for key, d in e.get("difference", {}).items():
+            if "low" in d and key in ("mAP", "mAP_fast", "mAP_deteriorated"):
+                lines.append(
+                    f"  {key} difference to the baseline {report.pct(d['value'])} "
+                    f"(95% interval {report.pct(d['low'])} to {report.pct(d['high'])})"
+                )
     if "demo" in summary:
         lines.append(f"demo video: {summary['demo']['output']}")
+        for phase, d in summary["demo"].items():
+            if isinstance(d, dict) and "frames_covered" in d:
+                lines.append(
+                    f"  {phase} ({d['variant']}): boxes of the right class cover the annotated "
+                    f"objects in {d['frames_covered']} of {d['frames_annotated']} frames"
+                )
+    for path in summary.get("pictures", []):
+        lines.append(f"picture: {path}")
     return "\n".join(lines)
 
 

@@ -94,3 +94,16 @@ def tune_glibc_malloc() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return all([mallopt(param, value) == 1 for param, value in MALLOPT_SETTINGS])
+
+
+def enable_compilation_cache(folder: str) -> None:
+    """JAX's persistent compilation cache in `folder` (e.g. `<workdir>/jax_cache`): a re-run,
+    an evaluation or a demo of the same model loads its compiled programs instead of
+    compiling them again (the phase-2 step took 1-3 minutes to compile on 2 CPU cores).
+    Every program that took at least a second to compile is kept."""
+    import jax
+
+    os.makedirs(folder, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

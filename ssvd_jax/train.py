@@ -24,6 +24,7 @@ from jax import lax
 from ssvd_jax import objective
 from ssvd_jax.models import ssvd as ssvd_lib
 from ssvd_jax.models.params import init_variables
+from ssvd_jax.models.pwcnet import RAW_FLOW_UNIT
 
 Array = jax.Array
 
@@ -228,6 +229,94 @@ def make_train_step(
     )
 
 
+def flow_train_step(
+    state: TrainState,
+    batch: dict[str, Array],
+    *,
+    level_weights: dict[str, float],
+    learning_rate_fn: optax.Schedule,
+    matching: dict[str, Any] | None = None,
+    axis_name: str = "batch",
+) -> tuple[TrainState, dict[str, Array]]:
+    """PWC-Net pretraining's synchronized step, under `jax.pmap` (`make_flow_step`): batch
+    per device {'image1', 'image2': [b,H,W,3] normalised BGR, 'flow': [b,H,W,2] ground truth
+    in pixels}; `objective.flow_loss` (plus, with `matching` {'weights', 'scale', 'range'},
+    `objective.matching_loss`), gradients averaged over devices (every device holds an equal
+    share of the global batch). Metrics: 'loss', 'epe_L2'..'epe_L6', 'epe' (full
+    resolution), 'zero_epe' (of zero flow), 'grad_norm', 'param_norm', 'lr'."""
+
+    def loss_fn(params):
+        variables = {"params": params}
+        pyr1 = state.apply_fn(variables, batch["image1"], method="extract")
+        pyr2 = state.apply_fn(variables, batch["image2"], method="extract")
+        flows = state.apply_fn(variables, pyr1, pyr2, method="from_pyramids")
+        loss, terms = objective.flow_loss(flows["raw"], batch["flow"], level_weights, RAW_FLOW_UNIT)
+        if matching is not None:
+            strides = {k: batch["flow"].shape[1] // v.shape[1] for k, v in pyr1.items()}
+            match = objective.matching_loss(
+                pyr1, pyr2, batch["flow"], matching["weights"], strides, matching["scale"],
+                matching["range"],
+            )  # fmt: skip
+            terms = dict(terms, matching=match)
+            loss = loss + match
+        return loss, terms
+
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = lax.pmean(grads, axis_name)
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = lax.pmean(dict(terms, loss=loss), axis_name)
+    metrics.update(
+        grad_norm=optax.global_norm(grads),
+        param_norm=optax.global_norm(params),
+        lr=learning_rate_fn(state.step),
+    )
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def make_flow_step(
+    level_weights: dict[str, float],
+    learning_rate_fn: optax.Schedule,
+    matching: dict[str, Any] | None = None,
+    devices: Sequence[Any] | None = None,
+) -> Callable[[TrainState, dict[str, Array]], tuple[TrainState, dict[str, Array]]]:
+    """`flow_train_step` pmap-ed over `devices` (default: all local), the state donated."""
+    return jax.pmap(
+        functools.partial(
+            flow_train_step,
+            level_weights=level_weights,
+            learning_rate_fn=learning_rate_fn,
+            matching=matching,
+        ),
+        axis_name="batch",
+        donate_argnums=(0,),
+        devices=devices,
+    )
+
+
+def flow_matching(flow_config: Any) -> dict[str, Any] | None:
+    """The auxiliary matching loss's settings from `flow.matching_weights` (levels 6..2; None
+    when all are 0)."""
+    weights = tuple(flow_config.matching_weights)
+    if len(weights) != 5:
+        raise ValueError(f"flow.matching_weights needs 5 values (levels 6..2), got {weights}")
+    if not any(weights):
+        return None
+    return {
+        "weights": {f"L{lv}": float(w) for lv, w in zip((6, 5, 4, 3, 2), weights, strict=True)},
+        "scale": float(flow_config.matching_scale),
+        "range": 4,  # PWC-Net's cost-volume search range
+    }
+
+
+def flow_level_weights(flow_config: Any) -> dict[str, float]:
+    """`flow.level_weights` (coarsest level 6 first, as PWC-Net's paper lists them) by level."""
+    weights = tuple(flow_config.level_weights)
+    if len(weights) != 5:
+        raise ValueError(f"flow.level_weights needs 5 values (levels 6..2), got {weights}")
+    return {f"L{level}": float(w) for level, w in zip((6, 5, 4, 3, 2), weights, strict=True)}
+
+
 def replicate(tree: Any, devices: Sequence[Any]) -> Any:
     """Stack `tree` once per device along a new leading axis, sharded over `devices` (the
     input layout `jax.pmap` expects; `jax.device_put_replicated` is gone in jax 0.10)."""
@@ -262,6 +351,17 @@ def params_fingerprint(params: Any) -> str:
         digest.update(jax.tree_util.keystr(path).encode())
         digest.update(np.ascontiguousarray(leaf).tobytes())
     return digest.hexdigest()
+
+
+def create_flow_state(config: Any) -> tuple[TrainState, optax.Schedule]:
+    """PWC-Net alone (the SSVD's `flownet`, same parameter tree) with random variables, the
+    optimizer and the `schedule.pwcnet` learning rate: the pretraining phase's state."""
+    model = ssvd_lib.create_flownet(config.model)
+    images = jnp.zeros((1, config.flow.crop_size, config.flow.crop_size, 3))
+    variables = init_variables(model, images, images, seed=config.seed)
+    schedule = learning_rate_schedule(config.schedule.pwcnet)
+    tx = create_optimizer(config.flow.optimizer, schedule, variables["params"])
+    return create_train_state(model, variables, tx), schedule
 
 
 def phase_variant(config: Any, phase: str) -> str:

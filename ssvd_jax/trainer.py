@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,10 +27,10 @@ import jax
 import numpy as np
 from absl import logging
 
-from input_pipeline import train_data
+from input_pipeline import flow_data, train_data
 from ssvd_jax import metric_logging, objective, train
 from ssvd_jax import workdir as workdir_lib
-from ssvd_jax.checkpoint import Checkpointer
+from ssvd_jax.checkpoint import Checkpointer, restore_flownet
 from ssvd_jax.files import atomic_write_json
 from ssvd_jax.models.outputs import anchors_for
 
@@ -173,7 +174,12 @@ def phase_variables(
                 logging.warning("phase2: no phase-1 checkpoint in %s", ckpt.directory)
         finally:
             ckpt.close()
-        if config.train.pwcnet_checkpoint and "flownet" in variables["params"]:
+        flow_dir = workdir_lib.checkpoint_dir(workdir, workdir_lib.FLOW_PHASE)
+        if "flownet" in variables["params"] and os.path.isdir(flow_dir):
+            _, flownet, meta = restore_flownet(flow_dir, config)
+            variables = _with_subtree(variables, "flownet", flownet)
+            report["flownet"] = f"{workdir_lib.FLOW_PHASE}:step{meta['step']}"
+        if config.train.pwcnet_checkpoint and report.get("flownet") == "random":
             template = {"params": variables["params"]["flownet"]}
             sub = _restore_subtree(config.train.pwcnet_checkpoint, template, "flownet")
             variables = _with_subtree(variables, "flownet", sub)
@@ -234,8 +240,8 @@ def train_phase(
 ) -> dict[str, Any]:
     """Train one phase to `config.schedule.<phase>.steps`, resuming from the latest checkpoint
     in `<workdir>/<phase>/checkpoints`; returns the phase summary (first/final metrics)."""
-    if phase not in workdir_lib.PHASES:
-        raise ValueError(f"unknown phase {phase!r}: one of {workdir_lib.PHASES}")
+    if phase not in workdir_lib.TRAINING_PHASES:
+        raise ValueError(f"unknown phase {phase!r}: one of {workdir_lib.TRAINING_PHASES}")
     phase_dir = workdir_lib.phase_dir(workdir, phase)
     os.makedirs(phase_dir, exist_ok=True)
     total = int(config.schedule[phase].steps)
@@ -249,7 +255,10 @@ def train_phase(
         if start >= total:
             logging.info("%s: finished (checkpoint at step %d); skipping", phase, start)
             return phase_summary(phase_dir, config.log.summary_window)
-        state, schedule = train.create_state(config, phase)
+        if phase == workdir_lib.FLOW_PHASE:
+            state, schedule = train.create_flow_state(config)
+        else:
+            state, schedule = train.create_state(config, phase)
         init_report = None
         if start:
             restored, meta = ckpt.restore(train.state_dict(state))
@@ -264,25 +273,49 @@ def train_phase(
                 opt_state=state.tx.init(variables["params"]),
             )
             logging.info("%s: initialisation per module: %s", phase, init_report)
-        return _loop(config, phase, phase_dir, data_dir, state, schedule, ckpt, start, total,
-                     sigterm, init_report, on_batch)  # fmt: skip
+        return _loop(config, workdir, phase, phase_dir, data_dir, state, schedule, ckpt, start,
+                     total, sigterm, init_report, on_batch)  # fmt: skip
     finally:
         ckpt.close()
 
 
+def _step_and_batches(config, workdir, phase, data_dir, schedule, start, batch_dims):
+    """The phase's pmapped step and this host's batches from `start` on."""
+    hosts = dict(host_index=jax.process_index(), num_hosts=jax.process_count())
+    if phase == workdir_lib.FLOW_PHASE:
+        p_step = train.make_flow_step(
+            train.flow_level_weights(config.flow), schedule, train.flow_matching(config.flow)
+        )
+        batches = flow_data.FlowBatches(
+            flow_data.configured_pairs(config, workdir, "train"), crop_size=config.flow.crop_size,
+            mean_bgr=tuple(config.data.pixel_mean_bgr), batch_dims=batch_dims, seed=config.seed,
+            start_step=start, max_shift=config.flow.max_shift, **hosts,
+        )  # fmt: skip
+        return p_step, batches
+    anchors = train.all_anchors(anchors_for(config.data.image_size, config.model.anchors))
+    p_step = train.make_train_step(anchors, objective.create_loss_settings(config), schedule)
+    batches = train_data.create_batches(
+        config, phase, data_dir, start_step=start, batch_dims=batch_dims, **hosts
+    )
+    return p_step, batches
+
+
 def _loop(
-    config, phase, phase_dir, data_dir, state, schedule, ckpt, start, total, sigterm,
+    config, workdir, phase, phase_dir, data_dir, state, schedule, ckpt, start, total, sigterm,
     init_report, on_batch,
 ) -> dict[str, Any]:  # fmt: skip
     is_chief = jax.process_index() == 0
-    global_batch = config.train.batch_size
+    global_batch = (
+        config.flow.batch_size if phase == workdir_lib.FLOW_PHASE else config.train.batch_size
+    )
     devices = jax.local_devices()
     num_devices = jax.device_count()
     if global_batch % num_devices:
         raise ValueError(f"train.batch_size {global_batch} is not divisible by {num_devices}")
     per_device = global_batch // num_devices
-    anchors = train.all_anchors(anchors_for(config.data.image_size, config.model.anchors))
-    p_step = train.make_train_step(anchors, objective.create_loss_settings(config), schedule)
+    p_step, batches = _step_and_batches(
+        config, workdir, phase, data_dir, schedule, start, (len(devices), per_device)
+    )
     writer = metric_logging.create_writer(phase_dir, just_logging=not is_chief)
     if start == 0:
         hparams = metric_logging.flat_hparams(config.to_dict())
@@ -297,10 +330,6 @@ def _loop(
 
     rstate = train.replicate(state, devices)
     del state
-    batches = train_data.create_batches(
-        config, phase, data_dir, start_step=start, batch_dims=(len(devices), per_device),
-        host_index=jax.process_index(), num_hosts=jax.process_count(),
-    )  # fmt: skip
     progress = metric_logging.Progress(start, total)
     window: list[dict[str, float]] = []
     every = config.checkpoint.every_steps
@@ -341,10 +370,14 @@ def _loop(
             if sigterm.raised:
                 ckpt.wait()
                 raise Preempted(f"{phase}: SIGTERM; checkpointed step {step} in {ckpt.directory}")
+        t_end = time.perf_counter()
         ckpt.wait()
+        logging.info("%s: last checkpoint written in %.1fs", phase, time.perf_counter() - t_end)
     finally:
         log_file.close()
+        t_close = time.perf_counter()
         batches.close()  # stops the tf.data iterator and its prefetch threads now, not at gc
+        logging.info("%s: input pipeline closed in %.1fs", phase, time.perf_counter() - t_close)
         writer.flush()
     summary = phase_summary(phase_dir, config.log.summary_window)
     summary["params_fingerprint"] = train.params_fingerprint(train.unreplicate(rstate.params))

@@ -95,10 +95,10 @@ def engine_setup(module_rng):
     variables = init_variables(model, jnp.zeros((1, 3, SIZE, SIZE, 3)), seed=3)
     lengths, sizes = (13, 5, 1), [(SIZE * 2, SIZE), (SIZE, SIZE), (SIZE, SIZE * 2)]
     videos = [module_rng.uniform(-100, 100, (n, SIZE, SIZE, 3)).astype(np.float32) for n in lengths]
-    engine = inference.create_engine(config, model, variables)
+    engine = inference.create_engine(config, model, variables, per_stream=True)
     assert engine.schedule == "release" and engine.num_videos == 2
     results = list(
-        engine.run(
+        engine.run_streams(
             inference.Video(iter(v), len(v), size, key=i)
             for i, (v, size) in enumerate(zip(videos, sizes, strict=True))
         )
@@ -123,22 +123,28 @@ def test_engine_equals_direct_forward(engine_setup):
     @jax.jit
     def direct(frames):
         out = model.apply(variables, frames)
-        return detect([out["motion"], out["sample"]])
+        return {
+            "fused": detect([out["motion"], out["sample"]]),
+            "motion": detect([out["motion"]]),  # each stream alone: its own post-processing
+            "sample": detect([out["sample"]]),
+        }
 
     for v, t in [(0, 0), (0, 6), (0, 12), (1, 2), (2, 0)]:
         frames = videos[v]
-        entries = inference.release_entries(len(frames), config.eval.release_half_window)[t]
+        entries = inference.release_entries(len(frames), config.data.support_range)[t]
         # The model's own forward on the clip [reference, supports...] (batch contract).
-        want = jax.tree.map(lambda a: np.asarray(a)[0], direct(frames[entries][None]))
-        got = by_key[(v, t)]
-        assert want.valid.sum() > 0
-        np.testing.assert_array_equal(got.valid, want.valid)
-        np.testing.assert_array_equal(got.labels, want.labels)
-        np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
-        scale = np.array(
-            [[2.0, 1.0, 2.0, 1.0], [1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 1.0, 2.0]][v]
-        )  # original sizes (128, 64), (64, 64), (64, 128)
-        np.testing.assert_allclose(got.boxes, want.boxes * scale, atol=1e-3)
+        wants = jax.tree.map(lambda a: np.asarray(a)[0], direct(frames[entries][None]))
+        assert sorted(by_key[(v, t)]) == ["fused", "motion", "sample"]
+        for name, want in wants.items():
+            got = by_key[(v, t)][name]
+            assert want.valid.sum() > 0
+            np.testing.assert_array_equal(got.valid, want.valid)
+            np.testing.assert_array_equal(got.labels, want.labels)
+            np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
+            scale = np.array(
+                [[2.0, 1.0, 2.0, 1.0], [1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 1.0, 2.0]][v]
+            )  # original sizes (128, 64), (64, 64), (64, 128)
+            np.testing.assert_allclose(got.boxes, want.boxes * scale, atol=1e-3)
 
 
 def test_demo_writes_a_video_with_the_input_frame_count(engine_setup, tmp_path, rng):
@@ -186,3 +192,9 @@ def test_evaluate_on_real_ilsvrc_files(engine_setup, fixtures_dir, tmp_path):
     stored = json.loads((tmp_path / "summary_VID_train.json").read_text())
     np.testing.assert_equal(stored["counts"]["detections"], len(dets))
     np.testing.assert_equal(summary["counts"]["frames"], 60)
+    # Each stream's own detections, scored beside the fused ones.
+    assert sorted(summary["streams"]) == ["motion", "sample"]
+    for stream, stream_summary in summary["streams"].items():
+        own = results.read_detections(tmp_path / f"det_VID_train_{stream}.txt")
+        assert stream_summary["counts"]["detections"] == len(own) > 0
+        assert 0.0 <= stream_summary["mAP"] <= 1.0 or stream_summary["mAP"] != stream_summary["mAP"]

@@ -83,3 +83,125 @@ def test_sintel_layout(tmp_path, rng):
     ]
     with pytest.raises(flow_data.FlowDataError, match=r"training/final: missing"):
         flow_data.sintel_pairs(root, "final")
+
+
+# ---- ground truth from the synthetic generator -------------------------------------------
+
+
+def test_synthetic_ground_truth_flow_aligns_the_frames(rng):
+    """Warping frame s back along the generator's flow t -> s reproduces frame t on the
+    surfaces visible in both (objects moving fast, scaling, the camera panning)."""
+    import cv2
+
+    from input_pipeline import synthetic
+
+    seed = int(rng.integers(2**31))
+    video = synthetic.render_video(
+        np.random.default_rng(seed), width=96, height=96, num_frames=12, labels=(0, 14, 29),
+        max_objects=3, speeds=("fast", "medium", "fast"), deteriorations=(),
+    )  # fmt: skip
+    yy, xx = np.mgrid[0:96, 0:96].astype(np.float32)
+
+    def error(frame_t, frame_s, flow, mask):
+        warped = cv2.remap(frame_s, xx + flow[..., 0], yy + flow[..., 1], cv2.INTER_LINEAR)
+        return np.abs(warped - frame_t)[mask].mean()
+
+    for t, s in ((2, 9), (9, 2), (4, 10)):
+        flow = synthetic.ground_truth_flow(video, t, s)
+        owner_t = video.owners[t]
+        yi = np.clip(np.rint(yy + flow[..., 1]).astype(int), 0, 95)
+        xi = np.clip(np.rint(xx + flow[..., 0]).astype(int), 0, 95)
+        both = (owner_t >= 0) & (video.owners[s][yi, xi] == owner_t)
+        both &= (xx + flow[..., 0] > 3) & (xx + flow[..., 0] < 92)
+        both &= (yy + flow[..., 1] > 3) & (yy + flow[..., 1] < 92)
+        assert both.sum() > 100, seed
+        frame_t, frame_s = video.frames[t], video.frames[s]
+        aligned = error(frame_t, frame_s, flow, both)
+        # The ground truth is where the error is least: 2 px off in any direction is worse.
+        for d in ((2, 0), (-2, 0), (0, 2), (0, -2)):
+            off = error(frame_t, frame_s, flow + np.float32(d), both)
+            assert aligned < off, (seed, t, s, d, aligned, off)
+        moving = np.linalg.norm(flow, axis=-1)[both].mean()
+        unaligned = np.abs(frame_s - frame_t)[both].mean()
+        if moving > 5:  # pixel noise and sharp textures stay; the motion's error is gone
+            assert aligned < 0.6 * unaligned, (seed, t, s, moving, aligned, unaligned)
+    # Background pixels move with the camera: an integer shift of the panned window.
+    flow = synthetic.ground_truth_flow(video, 0, 11)
+    background = video.owners[0] == synthetic.BACKGROUND
+    shift = video.background[0] - video.background[11]
+    np.testing.assert_allclose(flow[background], np.broadcast_to(shift, flow[background].shape))
+
+
+def test_generator_writes_flow_pairs_in_the_flying_chairs_layout(tmp_path):
+    from input_pipeline import synthetic
+
+    manifest = synthetic.generate(
+        tmp_path / "d", width=64, height=64, num_train_videos=2, num_val_videos=1,
+        frames_per_video=10, num_det_images=0, flow_pairs_per_video=3, flow_max_gap=4,
+    )  # fmt: skip
+    root = tmp_path / "d" / "FlyingChairs"
+    train = flow_data.flying_chairs_pairs(root, "train")
+    val = flow_data.flying_chairs_pairs(root, "val")
+    assert (len(train), len(val)) == (6, 3)
+    assert len(manifest["flow_pairs"]) == 9
+    for (video_id, t, s), pair in zip(manifest["flow_pairs"], train + val, strict=True):
+        assert 1 <= abs(s - t) <= 4
+        image1, image2, flow = flow_data.load_pair(pair)
+        assert image1.shape == (64, 64, 3) and flow.shape == (64, 64, 2)
+        # img1 is frame t as the detector reads it (the decoded JPEG).
+        from input_pipeline.preprocess import read_frame
+
+        frame = read_frame(tmp_path / "d" / "Data/VID" / video_id / f"{t:06d}.JPEG")
+        np.testing.assert_array_equal(image1, frame)
+
+
+def test_flow_batches_are_deterministic_and_flips_negate_u(tmp_path, rng):
+    size = 16
+    pairs = []
+    for i in range(3):
+        image1 = rng.integers(0, 255, (24, 20, 3), dtype=np.uint8)
+        image2 = rng.integers(0, 255, (24, 20, 3), dtype=np.uint8)
+        flow = rng.normal(0, 3, (24, 20, 2)).astype(np.float32)
+        import cv2
+
+        cv2.imwrite(str(tmp_path / f"{i:05d}_img1.ppm"), image1)
+        cv2.imwrite(str(tmp_path / f"{i:05d}_img2.ppm"), image2)
+        flow_data.write_flo(tmp_path / f"{i:05d}_flow.flo", flow)
+    pairs = flow_data.flying_chairs_pairs(tmp_path)
+    kw = dict(crop_size=size, mean_bgr=(1.0, 2.0, 3.0), batch_dims=(2, 3), seed=5)
+    a = flow_data.FlowBatches(pairs, start_step=0, **kw)
+    first, second = next(a), next(a)
+    resumed = next(flow_data.FlowBatches(pairs, start_step=1, **kw))
+    for key in ("image1", "image2", "flow"):
+        np.testing.assert_array_equal(second[key], resumed[key])
+    assert first["image1"].shape == (2, 3, size, size, 3)
+    assert first["flow"].shape == (2, 3, size, size, 2)
+    # Every training crop is a window of one pair, as it is or mirrored with u negated, its
+    # images cut (and mirrored) the same way and normalised.
+    loaded = [flow_data.load_pair(p) for p in pairs]
+    mean = np.float32([1.0, 2.0, 3.0])
+    flips = 0
+    for batch in (first, second):
+        crops = zip(
+            batch["image1"].reshape(-1, size, size, 3),
+            batch["flow"].reshape(-1, size, size, 2),
+            strict=True,
+        )
+        for image_crop, flow_crop in crops:
+            found = None
+            for image1, _, flow in loaded:
+                for y0 in range(24 - size + 1):
+                    for x0 in range(20 - size + 1):
+                        window = flow[y0 : y0 + size, x0 : x0 + size]
+                        image = image1[y0 : y0 + size, x0 : x0 + size].astype(np.float32) - mean
+                        if np.array_equal(flow_crop, window):
+                            found = (image, False)
+                        elif np.array_equal(flow_crop, window[:, ::-1] * np.float32([-1, 1])):
+                            found = (image[:, ::-1], True)
+            assert found is not None
+            np.testing.assert_array_equal(image_crop, found[0])
+            flips += found[1]
+    assert 0 < flips < 12  # both kinds among 12 crops (each mirrored with probability 1/2)
+    small = flow_data.FlowBatches(pairs, **dict(kw, crop_size=32), start_step=0)
+    with pytest.raises(flow_data.FlowDataError, match=r"00000_img1\.ppm: 20x24 is smaller"):
+        next(small)

@@ -26,9 +26,10 @@ FLOORS = {
     2: ("ssvd_jax.objective", "ssvd_jax.checkpoint", "ssvd_jax.evaluation.vid_ap",
         "ssvd_jax.evaluation.motion", "ssvd_jax.evaluation.seq_nms",
         "ssvd_jax.evaluation.results", "ssvd_jax.evaluation.score",
-        "ssvd_jax.evaluation.report", "ssvd_jax.evaluation"),
-    3: ("ssvd_jax.train", "ssvd_jax.inference"),
-    4: ("ssvd_jax.trainer", "ssvd_jax.visualize", "ssvd_jax.evaluation.detect"),
+        "ssvd_jax.evaluation.report", "ssvd_jax.evaluation.subsets", "ssvd_jax.evaluation"),
+    3: ("ssvd_jax.train", "ssvd_jax.inference", "ssvd_jax.evaluation.flow"),
+    4: ("ssvd_jax.trainer", "ssvd_jax.visualize", "ssvd_jax.pictures",
+        "ssvd_jax.evaluation.detect"),
     5: ("ssvd_jax.jobs", "ssvd_jax.sweep", "ssvd_jax.overfit", "ssvd_jax.convert"),
     6: ("main",),
 }  # fmt: skip

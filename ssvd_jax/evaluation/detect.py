@@ -15,6 +15,8 @@ the protocol modules of this package never import it.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import json
 import os
 import time
@@ -28,7 +30,7 @@ from input_pipeline.preprocess import preprocess, read_frame
 from ssvd_jax import inference, metric_logging
 from ssvd_jax import workdir as workdir_lib
 from ssvd_jax.checkpoint import restore_model
-from ssvd_jax.evaluation import report, results, score, vid_ap
+from ssvd_jax.evaluation import report, results, score, subsets, vid_ap
 from ssvd_jax.files import atomic_write_text
 
 
@@ -48,9 +50,10 @@ def detect_videos(
     pixel_mean_bgr: Sequence[float],
     frame_list: os.PathLike | str | None,
     max_videos: int | None,
-) -> tuple[vid_ap.Detections, dict[str, float]]:
+) -> tuple[dict[str, vid_ap.Detections], dict[str, float]]:
     """Detections of every frame of the split's videos (global frame ids, 0-based labels,
-    original-image pixels), `engine.num_videos` videos at a time, and timing stats."""
+    original-image pixels), `engine.num_videos` videos at a time: {'fused': the model's} and,
+    from a `per_stream` engine, each stream's own; and timing stats."""
     videos = score.evaluation_videos(data_root, split, frame_list)
     if max_videos:
         videos = videos[:max_videos]
@@ -67,21 +70,22 @@ def detect_videos(
                 key=index,
             )
 
-    parts: list[vid_ap.Detections] = []
+    parts: dict[str, list[vid_ap.Detections]] = {}
     start, first_done = time.perf_counter(), None
     with metric_logging.progress_bar(total, f"eval {split}", unit="frame") as bar:
-        for index, t, dets in engine.run(inputs()):
+        for index, t, by_name in engine.run_streams(inputs()):
             if first_done is None:
                 first_done = time.perf_counter()
-            keep = dets.valid
-            parts.append(
-                vid_ap.Detections(
-                    frame_id=np.full(int(keep.sum()), videos[index][1][t]),
-                    label=dets.labels[keep],
-                    score=dets.scores[keep],
-                    boxes=dets.boxes[keep],
+            for name, dets in by_name.items():
+                keep = dets.valid
+                parts.setdefault(name, []).append(
+                    vid_ap.Detections(
+                        frame_id=np.full(int(keep.sum()), videos[index][1][t]),
+                        label=dets.labels[keep],
+                        score=dets.scores[keep],
+                        boxes=dets.boxes[keep],
+                    )
                 )
-            )
             bar.update(1)
     end = time.perf_counter()
     stats = {
@@ -91,9 +95,8 @@ def detect_videos(
         "frames_per_second": (total - 1) / (end - first_done) if total > 1 else float("nan"),
     }
     if not parts:
-        empty = vid_ap.Detections(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, 4)))
-        return empty, stats
-    return vid_ap.Detections.concatenate(parts), stats
+        return {"fused": vid_ap.Detections.concatenate([])}, stats
+    return {name: vid_ap.Detections.concatenate(p) for name, p in parts.items()}, stats
 
 
 def evaluate_engine(
@@ -107,21 +110,29 @@ def evaluate_engine(
     seq_nms: bool,
     max_videos: int | None,
 ) -> dict[str, Any]:
-    """Detect, write `<out_dir>/det_VID_<split>.txt`, score, write the JSON summary."""
+    """Detect, write `<out_dir>/det_VID_<split>.txt`, score, write the JSON summary. With a
+    `per_stream` engine, each stream's own detections go to `det_VID_<split>_<stream>.txt`,
+    and their scores into the summary's 'streams'."""
     os.makedirs(out_dir, exist_ok=True)
-    dets, stats = detect_videos(
+    by_name, stats = detect_videos(
         engine, data_root, split, pixel_mean_bgr=pixel_mean_bgr, frame_list=frame_list,
         max_videos=max_videos,
     )  # fmt: skip
-    det_path = os.path.join(out_dir, f"det_VID_{split}.txt")
-    results.write_detections(det_path, dets)
     frame_list_for_score = frame_list
     if max_videos:
         # Score only the detected videos: their frames keep their global ids.
         frame_list_for_score = _subset_list(data_root, split, frame_list, max_videos, out_dir)
-    summary = score.score_detections(
-        det_path, data_root, split, frame_list=frame_list_for_score, seq_nms=seq_nms
-    )
+    scored = {}
+    for name, dets in by_name.items():
+        suffix = "" if name == "fused" else f"_{name}"
+        det_path = os.path.join(out_dir, f"det_VID_{split}{suffix}.txt")
+        results.write_detections(det_path, dets)
+        scored[name] = score.score_detections(
+            det_path, data_root, split, frame_list=frame_list_for_score, seq_nms=seq_nms
+        )
+    summary = scored.pop("fused")
+    if scored:
+        summary["streams"] = scored
     # Detection throughput, reading and preprocessing the JPEGs included.
     summary.update(detect_seconds=stats["detect_seconds"],
                    frames_per_second=stats["frames_per_second"])  # fmt: skip
@@ -151,8 +162,8 @@ def _subset_list(
 
 # What an evaluation's result depends on besides the weights; a stored summary with the same
 # values (and checkpoint step) is reused instead of detecting again.
-_EVAL_FIELDS = ("schedule", "num_supports", "release_half_window", "paper_half_window", "split",
-                "frame_list", "max_videos", "seq_nms", "cached")  # fmt: skip
+_EVAL_FIELDS = ("schedule", "num_supports", "split", "frame_list", "max_videos", "seq_nms",
+                "cached")  # fmt: skip
 
 
 def eval_settings(config: Any, variant: str, meta: dict[str, Any]) -> dict[str, Any]:
@@ -162,6 +173,7 @@ def eval_settings(config: Any, variant: str, meta: dict[str, Any]) -> dict[str, 
         checkpoint=meta["checkpoint"],
         step=meta["step"],
         variant=variant,
+        half_window=config.data.support_range,
         image_size=config.data.image_size,
         dtype=config.model.dtype,
         postprocess=config.postprocess.to_dict(),
@@ -185,7 +197,7 @@ def evaluate_checkpoint(
         if previous.get("settings") == json.loads(json.dumps(settings)):
             logging.info("eval: %s step %s already evaluated in %s", folder, meta["step"], out_dir)
             return previous
-    engine = inference.create_engine(config, model, variables)
+    engine = inference.create_engine(config, model, variables, per_stream=True)
     logging.info(
         "eval: %s (%s, step %s) on %s/%s, schedule %s, %d video(s) per step",
         folder, model.variant, meta["step"], data_root, ev.split, engine.schedule,
@@ -220,6 +232,7 @@ def evaluate_phases(
     the table)."""
     root = workdir_lib.data_root(config, workdir)
     summaries, rows = {}, {}
+    phases = [p for p in phases if p in workdir_lib.PHASES]  # the detectors (not pwcnet)
     for phase in trained_phases(workdir, phases):
         folder = workdir_lib.checkpoint_dir(workdir, phase)
         summary = evaluate_checkpoint(
@@ -231,11 +244,81 @@ def evaluate_phases(
         raise FileNotFoundError(f"{workdir}: no trained phase to evaluate ({', '.join(phases)})")
     split = config.eval.split
     table = report.comparison_table(rows)
+    if len(summaries) > 1 or any("streams" in x for x in summaries.values()):
+        comparison = compare_models(config, root, summaries)
+        results.write_summary(
+            os.path.join(out_workdir, "eval", f"comparison_{split}.json"), comparison
+        )
+        labels = {}
+        for phase, summary in summaries.items():
+            summary["quality"] = comparison["models"][phase]
+            labels[phase] = report.model_label(phase, summary["settings"]["variant"])
+            for stream, stream_summary in summary.get("streams", {}).items():
+                stream_summary["quality"] = comparison["models"][f"{phase}:{stream}"]
+                labels[f"{phase}:{stream}"] = f"  {report.STREAM_NAMES[stream]} alone"
+        table += "\n\n" + report.quality_table(comparison, labels)
     atomic_write_text(
         os.path.join(out_workdir, "eval", f"results_{split}.md"),
         f"ImageNet VID protocol on {root} ({split}); motion speed buckets as FGFA.\n\n{table}\n",
     )
     return summaries, f"evaluation on {split} ({root}):\n{table}"
+
+
+def compare_models(
+    config: Any, data_root: str, summaries: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """Every evaluated model (and each stream of a two-stream SSVD) on the same frames, by
+    frame quality where the dataset records it, with bootstrap intervals over videos.
+
+    Returns {'baseline', 'models': {name: {'<metric>@<subset>': {'value', 'low', 'high'} and,
+    but for the baseline, 'delta' likewise}}, 'subsets': {name: frames}, 'videos',
+    'samples'}: metrics all/slow/medium/fast, subsets 'all' frames, 'clean', 'deteriorated'
+    and each deterioration kind (intervals on the headline ones only; `eval.bootstrap_samples`
+    resamples). Model names: the phase, '<phase>:motion' / '<phase>:sample' for streams."""
+    first = next(iter(summaries.values()))
+    gt = score.load_ground_truth(
+        data_root, config.eval.split, first.get("frame_list"), collections.Counter()
+    )
+    videos = score.evaluation_videos(data_root, config.eval.split, first.get("frame_list"))
+    qualities = subsets.frame_qualities(
+        data_root, [v.video_id for v, _ in videos], [v.frames for v, _ in videos]
+    )
+    masks = {"all": np.ones(gt.num_frames, bool)}
+    if qualities is not None:
+        masks.update(subsets.quality_masks(qualities))
+    models = {}
+    for phase, summary in summaries.items():
+        models[phase] = subsets.score_terms(gt, results.read_detections(summary["detections_file"]))
+        for stream, stream_summary in summary.get("streams", {}).items():
+            dets = results.read_detections(stream_summary["detections_file"])
+            models[f"{phase}:{stream}"] = subsets.score_terms(gt, dets)
+    baseline = next(iter(summaries))
+    video_index = subsets.video_of_frame(gt.video_starts, gt.num_frames)
+    headline = {k: masks[k] for k in ("all", "clean", "deteriorated") if k in masks}
+    intervals = subsets.bootstrap(
+        models, headline, video_index, baseline=baseline,
+        num_samples=config.eval.bootstrap_samples, seed=config.eval.bootstrap_seed,
+    )  # fmt: skip
+    out_models: dict[str, dict[str, Any]] = {}
+    for name, terms in models.items():
+        entry = {key: {k: dataclasses.asdict(v) for k, v in d.items()}
+                 for key, d in intervals[name].items()}  # fmt: skip
+        for subset, mask in masks.items():
+            if subset in headline:
+                continue
+            value = subsets.weighted_map(terms["all"], mask.astype(np.float64))
+            entry[f"all@{subset}"] = {"value": {"value": value}}
+            if name != baseline:
+                base = subsets.weighted_map(models[baseline]["all"], mask.astype(np.float64))
+                entry[f"all@{subset}"]["delta"] = {"value": value - base}
+        out_models[name] = entry
+    return {
+        "baseline": baseline,
+        "models": out_models,
+        "subsets": {k: int(m.sum()) for k, m in masks.items()},
+        "videos": len(videos),
+        "samples": config.eval.bootstrap_samples,
+    }
 
 
 def first_video_folder(config: Any, workdir: str) -> str:

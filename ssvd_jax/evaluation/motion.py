@@ -112,6 +112,12 @@ def _segment_max(values: np.ndarray, seg: np.ndarray, num_segments: int) -> np.n
     return out
 
 
+def bucket_counted(gt: vid_ap.GroundTruth, lo: float, hi: float) -> np.ndarray:
+    """[G] the ground truth boxes a bucket counts as positives (in the bucket, inside the
+    image area rule of §2)."""
+    return in_bucket(_motion_of(gt), lo, hi) & ~_outside_area(gt.boxes)
+
+
 def bucket_tp_fp(
     gt: vid_ap.GroundTruth,
     dets: vid_ap.Detections,
@@ -122,7 +128,7 @@ def bucket_tp_fp(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(tp [M], fp [M], npos [C]) of one motion bucket, aligned with `matching` (§2)."""
     motion = _motion_of(gt)
-    counted = in_bucket(motion, lo, hi) & ~_outside_area(gt.boxes)
+    counted = bucket_counted(gt, lo, hi)
     npos = np.bincount(gt.label[counted], minlength=gt.num_classes).astype(np.float64)
 
     matched = matching.matched_gt

@@ -69,3 +69,46 @@ def comparison_table(rows: dict[str, dict[str, Any]]) -> str:
             f"{s.get('frames_per_second', float('nan')):.1f} |"
         )
     return "\n".join(lines)
+
+
+STREAM_NAMES = {"motion": "motion stream", "sample": "sampling stream"}
+
+
+def _signed(v: float | None) -> str:
+    return "-" if v is None or v != v else f"{100 * v:+.1f}"
+
+
+def quality_table(comparison: dict[str, Any], labels: dict[str, str]) -> str:
+    """Markdown: every model of `evaluation.detect.compare_models` by motion speed and frame
+    quality (clean, deteriorated, each kind); under each model but the baseline, its difference
+    to the baseline with the bootstrap 95% interval over videos where there is one."""
+    models = comparison["models"]
+    subsets = [k for k in comparison["subsets"] if k != "all"]
+    columns = [("all@all", "mAP")] + [(f"{b}@all", b) for b in SPEED_BUCKETS]
+    columns += [(f"all@{k}", k.replace("_", " ")) for k in subsets]
+    baseline = comparison["baseline"]
+    lines = [
+        f"frame quality and speed ({comparison['videos']} videos; "
+        + ", ".join(f"{comparison['subsets'][k]} {k}" for k in comparison["subsets"])
+        + f" frames); differences to {labels.get(baseline, baseline)} with bootstrap 95% "
+        f"intervals ({comparison['samples']} resamples of the videos):",
+        "",
+        "| model | " + " | ".join(c for _, c in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for name, entry in models.items():
+        cells = [pct(entry.get(key, {}).get("value", {}).get("value")) for key, _ in columns]
+        lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
+        if name == baseline:
+            continue
+        deltas = []
+        for key, _ in columns:
+            d = entry.get(key, {}).get("delta")
+            if d is None:
+                deltas.append("-")
+            elif "low" in d:
+                deltas.append(f"{_signed(d['value'])} [{_signed(d['low'])}, {_signed(d['high'])}]")
+            else:
+                deltas.append(_signed(d["value"]))
+        lines.append("| &nbsp;&nbsp;difference | " + " | ".join(deltas) + " |")
+    return "\n".join(lines)

@@ -69,10 +69,13 @@ class OnlineEngine:
         half_window: int,
         num_videos: int,
         cached: bool,
+        per_stream: bool = False,
     ):
         """`detect_fn(list of streams' outputs) -> Detections` is the post-processing with its
-        settings bound (`models.outputs.create_detect`)."""
+        settings bound (`models.outputs.create_detect`). `per_stream`: `run_streams` also
+        gives each output stream's own detections (its post-processing alone, no fusion)."""
         self.model = model
+        self.per_stream = per_stream
         self.cached = cached
         self.variables = variables
         self.image_size = image_size
@@ -144,7 +147,11 @@ class OnlineEngine:
                         entries["features"])  # fmt: skip
             aggregated = model.apply(variables, *args, method=model.aggregate)
             outputs = model.apply(variables, aggregated, method=model.heads)
-            return self._detect([outputs[name] for name in stream_order(outputs)])
+            names = stream_order(outputs)
+            out = {"fused": self._detect([outputs[name] for name in names])}
+            if self.per_stream and len(names) > 1:
+                out.update({name: self._detect([outputs[name]]) for name in names})
+            return out
 
         empty = jax.eval_shape(detect, state)
         dets = jax.lax.cond(
@@ -156,7 +163,8 @@ class OnlineEngine:
         return state, dets
 
     def step(self, state, new_images, push_slot, do_push, entry_slots, do_detect):
-        """One lockstep step for all videos; returns (state, Detections [V, max_detections])."""
+        """One lockstep step for all videos; returns (state, {'fused': Detections
+        [V, max_detections], and with `per_stream` one per output stream})."""
         self.frames_pushed += int(np.sum(do_push))
         return self._step(
             self.variables,
@@ -177,6 +185,14 @@ class OnlineEngine:
         reference frame is done, boxes in original frame pixels (multiplied by W/S and H/S as
         the release's BoxList.resize does).
         """
+        for key, t, dets in self.run_streams(videos):
+            yield key, t, dets["fused"]
+
+    def run_streams(
+        self, videos: Iterable[Video]
+    ) -> Iterator[tuple[Any, int, dict[str, postprocess.Detections]]]:
+        """`run`, yielding {'fused': the model's detections} and, with `per_stream` on a
+        two-stream model, each stream's own ('motion', 'sample') as well."""
         pending = iter(videos)
         s = self.image_size
         slots: list[dict[str, Any] | None] = [None] * self.num_videos
@@ -241,14 +257,22 @@ class OnlineEngine:
             for v, slot in enumerate(slots):
                 if refs[v] < 0:
                     continue
-                one = jax.tree.map(lambda a, v=v: a[v], dets)
-                yield slot["video"].key, refs[v], one._replace(boxes=one.boxes * slot["scale"])
+                one = {}
+                for name, d in dets.items():
+                    d = jax.tree.map(lambda a, v=v: a[v], d)
+                    one[name] = d._replace(boxes=d.boxes * slot["scale"])
+                yield slot["video"].key, refs[v], one
                 if slot["detected"] == slot["video"].length:
                     take_next(v)
 
 
 def create_engine(
-    config: Any, model: Any, variables: Any, *, num_videos: int | None = None
+    config: Any,
+    model: Any,
+    variables: Any,
+    *,
+    num_videos: int | None = None,
+    per_stream: bool = False,
 ) -> OnlineEngine:
     """The engine of a config's `eval`, `postprocess`, `data` and `model.anchors` sections.
 
@@ -259,7 +283,6 @@ def create_engine(
     schedule, supports = ev.schedule, ev.num_supports
     if model.variant == "single_frame":
         schedule, supports = "paper", 0
-    half_window = ev.release_half_window if schedule == "release" else ev.paper_half_window
     return OnlineEngine(
         model,
         variables,
@@ -267,7 +290,8 @@ def create_engine(
         detect_fn=outputs_lib.create_detect(config),
         schedule=schedule,
         num_supports=supports,
-        half_window=half_window,
+        half_window=config.data.support_range,
         num_videos=num_videos or ev.batch_videos,
         cached=ev.cached,
+        per_stream=per_stream,
     )

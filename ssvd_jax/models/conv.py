@@ -180,10 +180,45 @@ class KernelParam(nn.Module):
         return self.param("kernel", self.kernel_init, self.shape)
 
 
-def conv_bn(parent_conv: Conv, parent_bn: FrozenBatchNorm, x: Array, relu: bool = True) -> Array:
-    """Apply `parent_conv` followed by `parent_bn` (as one fused affine), then optionally ReLU."""
-    scale, shift = parent_bn.scale_shift()
-    y = parent_conv(x, out_scale=scale, out_shift=shift)
+class GroupNorm(nn.Module):
+    """Trainable group normalisation (Wu & He) for bodies trained from scratch: statistics per
+    sample and group of channels, so nothing depends on the batch or the device count, and
+    training and inference compute the same function. `groups` is capped by the channels."""
+
+    features: int
+    groups: int
+    eps: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        groups = math.gcd(self.groups, self.features)
+        y = nn.GroupNorm(num_groups=groups, epsilon=self.eps, dtype=x.dtype, name="gn")(x)
+        return y
+
+
+NORMS = ("frozen_bn", "group_norm")
+
+
+def norm_layer(kind: str, features: int, *, eps: float, groups: int, name: str) -> nn.Module:
+    """The body's normalisation after a conv: 'frozen_bn' (the release; statistics are
+    buffers, never trained) or 'group_norm' (trainable, for bodies trained from scratch)."""
+    if kind == "frozen_bn":
+        return FrozenBatchNorm(features, eps, name=name)
+    if kind == "group_norm":
+        return GroupNorm(features, groups, name=name)
+    raise ValueError(f"unknown normalisation {kind!r}; choose one of {NORMS}")
+
+
+def conv_bn(
+    parent_conv: Conv, parent_bn: FrozenBatchNorm | GroupNorm, x: Array, relu: bool = True
+) -> Array:
+    """Apply `parent_conv` followed by `parent_bn` (frozen BN: as one fused affine), then
+    optionally ReLU."""
+    if isinstance(parent_bn, FrozenBatchNorm):
+        scale, shift = parent_bn.scale_shift()
+        y = parent_conv(x, out_scale=scale, out_shift=shift)
+    else:
+        y = parent_bn(parent_conv(x))
     return nn.relu(y) if relu else y
 
 

@@ -33,9 +33,17 @@ EXTRACTOR_CHANNELS = (16, 32, 64, 96, 128, 196)
 DENSE_CHANNELS = (128, 128, 96, 64, 32)
 # Each decoder's upsampled flow is scaled into pixels of its level before warping: 20 / 2^l.
 FLOW_SCALES = {5: 0.625, 4: 1.25, 3: 2.5, 2: 5.0}
+# The raw flows of every level share one unit: 20 pixels of the 2x-pooled input, i.e. 40
+# pixels of the input image (level l's grid is the input's / 2^(l+1)).
+RAW_FLOW_UNIT = 40.0
 OUTPUT_LEVELS = {"P3": 2, "P4": 3, "P5": 4, "P6": 5}
 
-pwc_kernel_init = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
+# He initialisation for LeakyReLU(0.1) (gain^2 = 2 / (1 + 0.1^2)): activations keep their
+# scale through the 18 extractor convs. With a plain fan-in variance they shrink about 2x per
+# layer, so a freshly initialised net's level-6 cost volume is ~1e-14 and PWC-Net trained from
+# scratch (the pwcnet phase) saw no matching signal for its first thousands of steps. Converted
+# weights replace all of this.
+pwc_kernel_init = nn.initializers.variance_scaling(2.0 / 1.01, "fan_in", "truncated_normal")
 
 
 def leaky_relu(x: Array) -> Array:

@@ -14,7 +14,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssvd_jax.models.conv import Conv, FrozenBatchNorm, KernelParam, conv_bn, max_pool_3x3_s2
+from ssvd_jax.models.conv import (
+    Conv,
+    FrozenBatchNorm,
+    KernelParam,
+    conv_bn,
+    max_pool_3x3_s2,
+    norm_layer,
+)
 from ssvd_jax.ops import deform
 
 Array = jax.Array
@@ -35,20 +42,26 @@ class BasicBlock(nn.Module):
     planes: int
     stride: int = 1
     bn_eps: float = 0.0
+    norm: str = "frozen_bn"
+    norm_groups: int = 32
     dtype: Any = jnp.float32
     expansion = 1
+
+    def _norm(self, features: int, name: str) -> nn.Module:
+        return norm_layer(self.norm, features, eps=self.bn_eps, groups=self.norm_groups,
+                          name=name)  # fmt: skip
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         kw = dict(use_bias=False, dtype=self.dtype)
         y = conv_bn(
             Conv(self.planes, 3, self.stride, 1, name="conv1", **kw),
-            FrozenBatchNorm(self.planes, self.bn_eps, name="bn1"),
+            self._norm(self.planes, "bn1"),
             x,
         )
         y = conv_bn(
             Conv(self.planes, 3, 1, 1, name="conv2", **kw),
-            FrozenBatchNorm(self.planes, self.bn_eps, name="bn2"),
+            self._norm(self.planes, "bn2"),
             y,
             relu=False,
         )
@@ -56,7 +69,7 @@ class BasicBlock(nn.Module):
         if self.stride != 1 or x.shape[-1] != self.planes:
             shortcut = conv_bn(
                 Conv(self.planes, 1, self.stride, 0, name="downsample_conv", **kw),
-                FrozenBatchNorm(self.planes, self.bn_eps, name="downsample_bn"),
+                self._norm(self.planes, "downsample_bn"),
                 x,
                 relu=False,
             )
@@ -74,8 +87,14 @@ class Bottleneck(nn.Module):
     bn_eps: float = 0.0
     dcn: bool = False
     deformable_groups: int = 1
+    norm: str = "frozen_bn"
+    norm_groups: int = 32
     dtype: Any = jnp.float32
     expansion = 4
+
+    def _norm(self, features: int, name: str) -> nn.Module:
+        return norm_layer(self.norm, features, eps=self.bn_eps, groups=self.norm_groups,
+                          name=name)  # fmt: skip
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -85,7 +104,7 @@ class Bottleneck(nn.Module):
         kw = dict(use_bias=False, dtype=self.dtype)
         y = conv_bn(
             Conv(width, 1, s1, 0, name="conv1", **kw),
-            FrozenBatchNorm(width, self.bn_eps, name="bn1"),
+            self._norm(width, "bn1"),
             x,
         )
         if self.dcn:
@@ -93,12 +112,12 @@ class Bottleneck(nn.Module):
         else:
             y = conv_bn(
                 Conv(width, 3, s3, 1, groups=self.groups, name="conv2", **kw),
-                FrozenBatchNorm(width, self.bn_eps, name="bn2"),
+                self._norm(width, "bn2"),
                 y,
             )
         y = conv_bn(
             Conv(out, 1, 1, 0, name="conv3", **kw),
-            FrozenBatchNorm(out, self.bn_eps, name="bn3"),
+            self._norm(out, "bn3"),
             y,
             relu=False,
         )
@@ -106,7 +125,7 @@ class Bottleneck(nn.Module):
         if self.stride != 1 or x.shape[-1] != out:
             shortcut = conv_bn(
                 Conv(out, 1, self.stride, 0, name="downsample_conv", **kw),
-                FrozenBatchNorm(out, self.bn_eps, name="downsample_bn"),
+                self._norm(out, "downsample_bn"),
                 x,
                 relu=False,
             )
@@ -116,7 +135,8 @@ class Bottleneck(nn.Module):
         """DCNv1 3x3 (Dai et al.), the Table III "R-101 (DCN)" backbone's last-stage conv2.
 
         A zero-initialised 3x3 conv predicts the offsets (so training starts from the regular
-        grid); the sampling is the gather-based `deform_conv2d`, then frozen BN and ReLU.
+        grid); the sampling is the gather-based `deform_conv2d`, then the norm and ReLU (frozen
+        BN folded into the kernel).
         """
         if self.groups != 1:
             raise ValueError("deformable conv2 is implemented for groups=1 bodies")
@@ -125,13 +145,17 @@ class Bottleneck(nn.Module):
             kernel_init=nn.initializers.zeros, name="conv2_offset",
         )(y)  # fmt: skip
         kernel = KernelParam((3, 3, y.shape[-1], width), name="conv2")()
-        scale, shift = FrozenBatchNorm(width, self.bn_eps, name="bn2").scale_shift()
+        norm = self._norm(width, "bn2")
+        frozen = isinstance(norm, FrozenBatchNorm)
+        scale, shift = norm.scale_shift() if frozen else (1.0, None)
         sampled = deform.deform_conv2d(
             y.astype(self.dtype), offsets.astype(self.dtype),
             (kernel * scale).astype(self.dtype),
             deformable_groups=self.deformable_groups, stride=stride, padding=1,
         )  # fmt: skip
-        return nn.relu(sampled + shift.astype(self.dtype))
+        if frozen:
+            return nn.relu(sampled + shift.astype(self.dtype))
+        return nn.relu(norm(sampled))
 
 
 class ResNet(nn.Module):
@@ -146,6 +170,9 @@ class ResNet(nn.Module):
         32, 4 = ResNeXt-101 32x4d).
       stride_in_1x1: stage stride in the first 1x1 conv (release) instead of the 3x3 (torchvision).
       bn_eps: frozen BN epsilon; the release's FrozenBatchNorm2d has none.
+      norm: 'frozen_bn' (release) or 'group_norm' (trainable; for bodies trained from scratch,
+        where frozen BN with untrained statistics would be no normalisation at all).
+      norm_groups: GroupNorm's groups (capped by each layer's channels).
       dcn_stages: per stage, whether the bottlenecks' 3x3 conv is deformable (DCNv1); the
         paper's Table III "ResNet-101 (DCN)" uses (False, False, False, True).
     """
@@ -159,13 +186,19 @@ class ResNet(nn.Module):
     stride_in_1x1: bool = True
     bn_eps: float = 0.0
     dcn_stages: tuple[bool, ...] = ()
+    norm: str = "frozen_bn"
+    norm_groups: int = 32
     dtype: Any = jnp.float32
+
+    def _norm(self, features: int, name: str) -> nn.Module:
+        return norm_layer(self.norm, features, eps=self.bn_eps, groups=self.norm_groups,
+                          name=name)  # fmt: skip
 
     @nn.compact
     def __call__(self, x_NxHxWx3: Array) -> dict[str, Array]:
         x = conv_bn(
             Conv(self.stem_width, 7, 2, 3, use_bias=False, dtype=self.dtype, name="stem_conv1"),
-            FrozenBatchNorm(self.stem_width, self.bn_eps, name="stem_bn1"),
+            self._norm(self.stem_width, "stem_bn1"),
             x_NxHxWx3,
         )
         x = max_pool_3x3_s2(x)
@@ -184,15 +217,18 @@ class ResNet(nn.Module):
                         stride_in_1x1=self.stride_in_1x1,
                         bn_eps=self.bn_eps,
                         dcn=bool(self.dcn_stages) and bool(self.dcn_stages[stage]),
+                        norm=self.norm,
+                        norm_groups=self.norm_groups,
                         dtype=self.dtype,
                         name=name,
                     )(x)
                 elif self.block == "basic":
                     if self.dcn_stages and any(self.dcn_stages):
                         raise ValueError("deformable stages need bottleneck blocks")
-                    x = BasicBlock(planes, stride, bn_eps=self.bn_eps, dtype=self.dtype, name=name)(
-                        x
-                    )
+                    x = BasicBlock(
+                        planes, stride, bn_eps=self.bn_eps, norm=self.norm,
+                        norm_groups=self.norm_groups, dtype=self.dtype, name=name,
+                    )(x)  # fmt: skip
                 else:
                     raise ValueError(f"unknown ResNet block type {self.block!r}")
             features[f"C{stage + 2}"] = x

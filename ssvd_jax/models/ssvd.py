@@ -300,6 +300,8 @@ def create_backbone(backbone_config: Any, dtype: Any, name: str = "backbone") ->
         width_per_group=backbone_config.width_per_group,
         stride_in_1x1=backbone_config.stride_in_1x1,
         bn_eps=backbone_config.bn_eps,
+        norm=backbone_config.norm,
+        norm_groups=backbone_config.norm_groups,
         dcn_stages=tuple(backbone_config.dcn_stages),
         dtype=dtype,
         name=name,
@@ -328,6 +330,13 @@ def create_model(model_config: Any, *, variant: str | None = None) -> SSVD:
         dtype=dtype,
         flow_dtype=jnp.dtype(model_config.flow_dtype or model_config.dtype),
     )
+
+
+def create_flownet(model_config: Any) -> PWCNet:
+    """The motion stream's PWC-Net on its own (the SSVD's `flownet` parameters), for
+    pretraining on ground-truth flow."""
+    dtype = jnp.dtype(model_config.flow_dtype or model_config.dtype)
+    return PWCNet(model_config.pwc_channel_scale, dtype)
 
 
 def example_frames(image_size: int, num_frames: int) -> jax.ShapeDtypeStruct:

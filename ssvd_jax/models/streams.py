@@ -48,6 +48,13 @@ def _crop(x: Array, height: int, width: int) -> Array:
     return x[:, :height, :width]
 
 
+def identity_center_init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
+    """A [kh, kw, C, C] kernel that copies its input: identity at the centre tap."""
+    del key
+    kh, kw, c_in, c_out = shape
+    return jnp.zeros(shape, dtype).at[kh // 2, kw // 2].set(jnp.eye(c_in, c_out, dtype=dtype))
+
+
 class SamplingBlock(nn.Module):
     """Offset predictor + deformable sampling, shared across P3..P6.
 
@@ -94,7 +101,10 @@ class SamplingBlock(nn.Module):
                 jnp.zeros(shape, dtype).at[NUM_OFFSET_CHANNELS].set(1.0)
             ),
         )
-        self.sample_conv = KernelParam((3, 3, c, c))
+        # Identity at the centre tap, zero elsewhere: with the near-zero initial offsets the
+        # stream starts as a weighted mean of the entries' own features, which the heads
+        # copied from phase 1 already read, instead of a random projection of them.
+        self.sample_conv = KernelParam((3, 3, c, c), kernel_init=identity_center_init)
 
     def _v1_linear(self, x: Array, kernel1: Array, level: str) -> tuple[Array, Array, Array]:
         """conv1 (with `kernel1`) -> conv2 -> conv3, each at its own resolution: the linear

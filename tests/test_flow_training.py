@@ -1,0 +1,131 @@
+"""PWC-Net pretraining (the pwcnet phase): the multi-scale end-point-error loss on hand-made
+cases, and the phase end to end on the tiny config (train, evaluate on the val pairs, start
+phase 2's flownet from it)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import tiny
+from input_pipeline import train_data
+from ssvd_jax import jobs, objective, train, trainer
+from ssvd_jax.checkpoint import Checkpointer
+from ssvd_jax.models.pwcnet import RAW_FLOW_UNIT
+
+LEVELS = {"L6": (1, 1), "L5": (2, 2), "L4": (4, 4), "L3": (8, 8), "L2": (16, 16)}
+WEIGHTS = {"L6": 0.32, "L5": 0.08, "L4": 0.02, "L3": 0.01, "L2": 0.005}
+
+
+def _pool(flow, h, w):
+    n, height, width, _ = flow.shape
+    return flow.reshape(n, h, height // h, w, width // w, 2).mean(axis=(2, 4))
+
+
+def test_flow_loss_hand_cases(rng):
+    gt = rng.normal(0, 4, (2, 64, 64, 2)).astype(np.float32)
+    # Perfect raw flows (the pooled ground truth in raw units): zero loss and errors.
+    perfect = {k: jnp.asarray(_pool(gt, *hw) / RAW_FLOW_UNIT) for k, hw in LEVELS.items()}
+    loss, m = objective.flow_loss(perfect, jnp.asarray(gt), WEIGHTS, RAW_FLOW_UNIT)
+    assert abs(float(loss)) < 1e-5
+    for k in LEVELS:
+        assert float(m[f"epe_{k}"]) < 1e-4
+    # Zero flows: each level's error is the mean length of its pooled ground truth, and the
+    # loss sums alpha * (sum over that level's pixels of the length in raw units) per image.
+    zero = {k: jnp.zeros((2, *hw, 2)) for k, hw in LEVELS.items()}
+    loss, m = objective.flow_loss(zero, jnp.asarray(gt), WEIGHTS, RAW_FLOW_UNIT)
+    want = 0.0
+    for k, hw in LEVELS.items():
+        lengths = np.linalg.norm(_pool(gt, *hw), axis=-1)
+        np.testing.assert_allclose(float(m[f"epe_{k}"]), lengths.mean(), rtol=1e-5)
+        want += WEIGHTS[k] * lengths.sum() / RAW_FLOW_UNIT / 2
+    np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+    np.testing.assert_allclose(float(m["zero_epe"]), np.linalg.norm(gt, axis=-1).mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(m["epe"]), float(m["zero_epe"]), rtol=1e-5)
+    # A uniform flow is recovered at full resolution by the upsampled finest level.
+    uniform = np.broadcast_to(np.float32([3.0, -1.5]), gt.shape)
+    raw = {k: jnp.full((2, *hw, 2), 1.0) * jnp.asarray([3.0, -1.5]) / RAW_FLOW_UNIT
+           for k, hw in LEVELS.items()}  # fmt: skip
+    _, m = objective.flow_loss(raw, jnp.asarray(uniform), WEIGHTS, RAW_FLOW_UNIT)
+    assert float(m["epe"]) < 1e-4
+
+
+def _config(tmp_path):
+    config = tiny.get_config()
+    config.data.image_size = 64
+    config.data.root = str(tmp_path / "ILSVRC2015")
+    config.data.tfds_dir = str(tmp_path / "tfds")
+    config.train.phases = ("pwcnet",)
+    config.schedule.pwcnet.steps = 3
+    config.eval.after_training = False
+    return config
+
+
+def test_pwcnet_phase_trains_evaluates_and_starts_phase2(tmp_path):
+    config = _config(tmp_path)
+    workdir = str(tmp_path / "run")
+    data_dir = train_data.prepare(config, workdir)
+    summaries = trainer.train_phases(config, workdir, data_dir)
+    summary = summaries["pwcnet"]
+    assert summary["steps"] == 3
+    for key in ("loss", "epe", "zero_epe", "epe_L2", "epe_L6"):
+        assert np.isfinite(summary["final"][key]), key
+    errors = jobs.evaluate_pwcnet(config, workdir)
+    assert errors["pairs"] == 2  # one val video, two pairs
+    assert errors["zero_epe"] > 0 and np.isfinite(errors["epe"])
+    assert errors["step"] == 3
+    # Phase 2's flownet starts from the pretrained PWC-Net, whatever else it starts from.
+    state, _ = train.create_state(config, "phase2")
+    random = {"params": state.params, "batch_stats": state.batch_stats}
+    variables, report = trainer.phase_variables(config, workdir, "phase2", random)
+    assert report["flownet"] == "pwcnet:step3"
+    restored, _ = Checkpointer(str(tmp_path / "run" / "pwcnet" / "checkpoints")).restore(
+        jax.eval_shape(lambda: train.state_dict(train.create_flow_state(config)[0]))
+    )
+    for a, b in zip(jax.tree.leaves(variables["params"]["flownet"]),
+                    jax.tree.leaves(restored["params"]), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_flow_level_weights_need_five():
+    config = tiny.get_config()
+    config.flow.level_weights = (1.0, 2.0)
+    with pytest.raises(ValueError, match="5 values"):
+        train.flow_level_weights(config.flow)
+
+
+def test_matching_loss_against_a_direct_computation(rng):
+    """Cosine similarities with every displacement in +-d, softmax cross-entropy against the
+    rounded pooled ground truth, out-of-range pixels left out: by loops in numpy."""
+    n, h, w, c, d, stride, scale = 2, 5, 6, 7, 2, 4, 3.0
+    f1 = rng.normal(size=(n, h, w, c)).astype(np.float32)
+    f2 = rng.normal(size=(n, h, w, c)).astype(np.float32)
+    # Smooth within each cell's 4x4 pixels plus noise; displacements of up to ~3 cells.
+    cells = rng.normal(0, 6, (n, h, w, 2)).astype(np.float32)
+    gt = np.repeat(np.repeat(cells, stride, 1), stride, 2)
+    gt = gt + rng.normal(0, 0.5, gt.shape).astype(np.float32)
+    got = objective.matching_loss(
+        {"L2": jnp.asarray(f1)}, {"L2": jnp.asarray(f2)}, jnp.asarray(gt), {"L2": 1.0},
+        {"L2": stride}, scale, d,
+    )  # fmt: skip
+    unit1 = f1 / np.linalg.norm(f1, axis=-1, keepdims=True)
+    unit2 = f2 / np.linalg.norm(f2, axis=-1, keepdims=True)
+    pooled = gt.reshape(n, h, stride, w, stride, 2).mean(axis=(2, 4)) / stride
+    losses = []
+    for b in range(n):
+        for y in range(h):
+            for x in range(w):
+                cx, cy = np.round(pooled[b, y, x]).astype(int)
+                if abs(cx) > d or abs(cy) > d:
+                    continue
+                logits = []
+                for dy in range(-d, d + 1):
+                    for dx in range(-d, d + 1):
+                        yy, xx = y + dy, x + dx
+                        inside = 0 <= yy < h and 0 <= xx < w
+                        logits.append(scale * unit1[b, y, x] @ unit2[b, yy, xx] if inside else 0.0)
+                logits = np.asarray(logits, np.float64)
+                target = (cy + d) * (2 * d + 1) + (cx + d)
+                losses.append(np.log(np.exp(logits).sum()) - logits[target])
+    assert 0 < len(losses) < n * h * w  # some pixels in range, some out
+    np.testing.assert_allclose(float(got), np.mean(losses), rtol=1e-4)
