@@ -108,6 +108,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     data.source = "ilsvrc"
     data.root = ""
     data.tfds_dir = ""  # built TFDS datasets; empty: <workdir>/data/tfds
+    data.loader_threads = 0  # training clips decoded in parallel; 0: one per CPU core
     data.vid_frames = "sampled"  # phase-1 VID stills and phase-2 references: 15 per video
     data.det_per_class = 2000  # phase 1: at most this many DET images per class (0: all)
     data.support_range = 12  # K: supports from [t-K, t+K], in phase 2 and at test

@@ -205,3 +205,30 @@ def test_flow_batches_are_deterministic_and_flips_negate_u(tmp_path, rng):
     small = flow_data.FlowBatches(pairs, **dict(kw, crop_size=32), start_step=0)
     with pytest.raises(flow_data.FlowDataError, match=r"00000_img1\.ppm: 20x24 is smaller"):
         next(small)
+
+
+def test_translated_pairs_move_image_2_and_the_flow_alike(tmp_path, rng):
+    """max_shift: image 2 moved by (dx, dy) and the flow by the same, so image 1 sampled along
+    the flow is image 2 (here: a pair with zero flow, identical images)."""
+    import cv2
+
+    image = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "00001_img1.ppm"), image)
+    cv2.imwrite(str(tmp_path / "00001_img2.ppm"), image)
+    flow_data.write_flo(tmp_path / "00001_flow.flo", np.zeros((40, 40, 2), np.float32))
+    (pair,) = flow_data.flying_chairs_pairs(tmp_path)
+    shifts = set()
+    for seed in range(12):
+        one, two, flow = flow_data.pair_arrays(
+            pair, crop_size=32, mean_bgr=(0.0, 0.0, 0.0), rng=np.random.default_rng(seed),
+            max_shift=3,
+        )  # fmt: skip
+        dx, dy = flow[0, 0]
+        assert (flow == flow[0, 0]).all() and max(abs(dx), abs(dy)) <= 3
+        shifts.add((float(dx), float(dy)))
+        dx, dy = int(dx), int(dy)
+        # Pixel (x, y) of image 1 is at (x + dx, y + dy) in image 2 (away from the borders).
+        np.testing.assert_array_equal(two[4 + dy : 28 + dy, 4 + dx : 28 + dx], one[4:28, 4:28])
+    assert len(shifts) > 3
+    _, _, still = flow_data.pair_arrays(pair, crop_size=32, mean_bgr=(0.0, 0.0, 0.0), rng=None)
+    assert not still.any()  # evaluation: the pair as it is
