@@ -266,12 +266,15 @@ def demo_side_by_side(
         covered, annotated = _coverage(per_frame, annotations, config.eval.demo_cover_score)
         stats[phase] = {"variant": model.variant, "step": meta["step"],
                         "frames_covered": covered, "frames_annotated": annotated}  # fmt: skip
-    footer = (f"boxes drawn from score {config.eval.demo_min_score}; "
-              f"{video.video_id}")  # fmt: skip
-    composed = [
-        pictures.side_by_side({k: v[t] for k, v in panels.items()}, f"{footer}, frame {t}")
-        for t in range(len(paths))
-    ]
+    qualities = subsets.frame_qualities(root, [video.video_id], [video.frames])
+    footer = f"boxes from score {config.eval.demo_min_score}; {video.video_id}"
+
+    def caption(t: int) -> str:
+        kinds = ", ".join(qualities[t]).replace("_", " ") if qualities and qualities[t] else ""
+        return f"{footer}, frame {t}" + (f": {kinds}" if kinds else "")
+
+    composed = [pictures.side_by_side({k: v[t] for k, v in panels.items()}, caption(t))
+                for t in range(len(paths))]  # fmt: skip
     pictures.write_video(output, composed, fps=config.eval.demo_fps)
     stats["frames"] = len(composed)
     return stats

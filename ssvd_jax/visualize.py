@@ -86,19 +86,38 @@ def open_video(path: str) -> tuple[Iterator[np.ndarray], int, tuple[int, int], f
     return frames(), int(count), (width, height), fps
 
 
+DRAW_OVERLAP = 0.7
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 def draw_detections(
     frame_bgr: np.ndarray,
     detections: Detections,
     class_names: tuple[str, ...],
     min_score: float,
 ) -> np.ndarray:
-    """Boxes with class names and scores drawn on a copy of the frame."""
+    """Boxes with class names and scores drawn on a copy of the frame, the best on top. A box
+    that overlaps a better-scoring drawn one by IoU > `DRAW_OVERLAP` (another class's guess at
+    the same object) is left out, so every object shows one readable label."""
     out = frame_bgr.copy()
-    for box, score, label, valid in zip(
-        detections.boxes, detections.scores, detections.labels, detections.valid, strict=True
-    ):
-        if not valid or score < min_score:
-            continue
+    scores = np.asarray(detections.scores)
+    candidates = np.flatnonzero(np.asarray(detections.valid) & (scores >= min_score))
+    candidates = candidates[np.argsort(-scores[candidates], kind="stable")]
+    boxes = np.asarray(detections.boxes, np.float64)
+    chosen: list[int] = []
+    for index in candidates:
+        if all(_iou(boxes[index], boxes[other]) <= DRAW_OVERLAP for other in chosen):
+            chosen.append(int(index))
+    for index in reversed(chosen):  # the best last, on top
+        box, score = detections.boxes[index], detections.scores[index]
+        label = detections.labels[index]
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         hue = (int(label) * 47) % 180
         colour = cv2.cvtColor(np.uint8([[[hue, 220, 255]]]), cv2.COLOR_HSV2BGR)[0, 0].tolist()

@@ -68,3 +68,25 @@ def test_stream_geometry_on_a_tiny_two_stream_model(rng):
         scale=2, caption="x",
     )  # fmt: skip
     assert figure.shape[1] == 3 * 2 * size + 2 * 4
+
+
+def test_drawing_keeps_one_label_per_object():
+    import cv2
+
+    from ssvd_jax.ops.postprocess import Detections
+    from ssvd_jax.visualize import draw_detections
+
+    def colour(label):
+        hsv = np.uint8([[[(label * 47) % 180, 220, 255]]])
+        return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
+
+    boxes = np.float32([[10, 10, 50, 50], [11, 11, 51, 50], [60, 60, 90, 90], [0, 0, 5, 5]])
+    dets = Detections(
+        boxes=boxes, scores=np.float32([0.4, 0.6, 0.5, 0.2]), labels=np.int32([1, 2, 3, 4]),
+        valid=np.bool_([True, True, True, True]), stream=np.zeros(4, np.int32),
+        level=np.zeros(4, np.int32), anchor=np.zeros(4, np.int32),
+    )  # fmt: skip
+    out = draw_detections(np.zeros((100, 100, 3), np.uint8), dets, ("a", "b", "c", "d", "e"), 0.3)
+    present = {lab: bool((out == colour(lab)).all(-1).any()) for lab in (1, 2, 3, 4)}
+    # Class 2 (0.6) hides class 1 (0.4) on the same object; class 3 elsewhere; 4 below 0.3.
+    assert present == {1: False, 2: True, 3: True, 4: False}
