@@ -99,11 +99,24 @@ def test_training_run_evaluates_both_phases_and_draws_a_demo(trained):
         assert len(dets) > 0 and set(dets.frame_id.tolist()) <= set(range(1, frames + 1))
     table = (workdir / "eval" / "results_val.md").read_text()
     assert "single-frame baseline (phase1)" in table and "SSVD two_stream (phase2)" in table
+    # Both phases side by side in one video, each with its coverage count.
     demo = summary["demo"]
-    assert demo["output"] == str(workdir / "demo.mp4") and demo["step"] == 2
-    _, count, _, _ = visualize.open_video(demo["output"])
+    assert demo["output"] == str(workdir / "demo.mp4")
+    assert (demo["phase1"]["step"], demo["phase2"]["step"]) == (2, 2)
+    _, count, (width, _), _ = visualize.open_video(demo["output"])
     video = score.evaluation_videos(config.data.root, "val")[0][0]
     assert count == demo["frames"] == video.num_frames
+    assert width > 2 * config.data.synthetic.size  # two panels
+    for phase in ("phase1", "phase2"):
+        assert 0 <= demo[phase]["frames_covered"] <= demo[phase]["frames_annotated"] <= count
+    # Per-stream scores and the frame-quality comparison (the generator's manifest).
+    assert set(summary["ssvd"]["streams"]) == {"motion", "sample"}
+    for key in ("mAP", "mAP_slow", "mAP_medium", "mAP_fast", "mAP_clean", "mAP_deteriorated"):
+        assert key in summary["single_frame"] and key in summary["ssvd"], key
+    assert {"low", "high", "value"} <= set(summary["ssvd"]["difference"]["mAP_deteriorated"])
+    assert (workdir / "eval" / "comparison_val.json").is_file()
+    assert [pathlib.Path(p).name for p in summary["pictures"]] == [
+        "map_by_speed_and_quality.png", "fig5_sampling_and_flow.png"]  # fmt: skip
 
 
 def test_eval_job_reuses_identical_evaluations(trained):
