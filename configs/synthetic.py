@@ -5,21 +5,22 @@ What it gives: generates a small ILSVRC-format dataset (48 training videos of 30
 images, 24 val videos, 128x128, 8 frame pairs per video with ground-truth flow) into
 <workdir>/data, builds its TFDS datasets, trains phase 1 (the single-frame detector: a
 bottleneck ResNet with one block per stage at 1/4 width and GroupNorm, 3000 AdamW steps of
-batch 4), pretrains PWC-Net (1/4 width) on the flow pairs (300 steps of batch 8) and trains
+batch 4), pretrains PWC-Net (1/4 width) on the flow pairs (200 steps of batch 8) and trains
 phase 2 (two-stream SSVD from phase 1 and the pretrained PWC-Net, 240 steps of batch-4 clips,
 supports within +-3 frames), evaluates both on the val split with the online engine (ImageNet
 VID protocol; by speed, by frame quality, each stream alone, bootstrap intervals), prints the
 tables, writes summary.json, the side-by-side demo.mp4 and pictures/.
-Measured on 2 CPU cores (2026-12-02, fresh clone): 15m26s in all: data + TFDS 20 s, phase 1
-4.4 min, pwcnet 1.9 min, phase 2 3.4 min (its compile included), evaluation, comparison, demo
-and pictures 4 min. Val mAP: single-frame 69.4% (slow 78.6, medium 67.1, fast 79.3; clean
-74.5, deteriorated 58.8), SSVD 72.1% (82.4 / 67.7 / 80.3; clean 74.8, deteriorated 67.2):
-+8.5 on deteriorated frames (bootstrap 95% interval +2.6 to +17.3), +2.7 overall and +0.9 on
-fast objects (intervals include 0). PWC-Net's val end-point error 1.34 px vs 0.74 px for zero
-flow: two minutes from scratch do not teach it to match yet. Restarting resumes; a finished run
-only prints its summary (and redraws the demo and pictures).
-Overfit check: python main.py --mode=overfit fits 8 generated 128x128 images (loss falls by
-more than 10x, detections recover the boxes with IoU > 0.7) in a few minutes.
+Measured on 2 CPU cores (2026-12-02, fresh clone): 15m51s in all: data + TFDS 20 s, phase 1
+5.6 min (4.4 when the machine was not throttling), pwcnet 1.6 min, phase 2 3.4 min (its
+compile included), evaluation, comparison, demo and pictures 3.7 min. Val mAP: single-frame
+69.4% (slow 78.6, medium 67.1, fast 79.3; clean 74.5, deteriorated 58.8), SSVD 71.3% (81.3 /
+67.5 / 79.8; clean 73.8, deteriorated 66.7): +7.9 on deteriorated frames (bootstrap 95% interval
++2.0 to +16.8), +1.9 overall and +0.5 on fast objects (intervals include 0). PWC-Net's val
+end-point error 1.41 px vs 0.74 px for zero flow: two minutes from scratch do not teach it to
+match yet. Restarting resumes; a finished run only prints its summary (and redraws the demo
+and pictures).
+Overfit check: python main.py --mode=overfit fits 8 generated 128x128 images with this model
+(the measured, tested check is configs/tiny.py's).
 """
 
 from configs import default
