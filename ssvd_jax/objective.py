@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from ssvd_jax.models.outputs import flatten_outputs
-from ssvd_jax.ops import losses, matching
+from ssvd_jax.ops import correlation, losses, matching
 
 Array = jax.Array
 
@@ -186,8 +186,6 @@ def matching_loss(
     of steps); this gives the features a dense, direct gradient. Unit-length features, because
     with the raw correlation (a product of the two maps) shrinking both to zero is the quickest
     way down from a confident wrong start, and zero is a saddle the loss never leaves."""
-    from ssvd_jax.ops import correlation
-
     d = max_displacement
     side = 2 * d + 1
     total = 0.0

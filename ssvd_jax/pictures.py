@@ -83,11 +83,10 @@ def bar_chart(
         for i, line in enumerate(lines):
             _text(image, line, (x0, height - bottom + 18 + 14 * i), 0.38)
     cv2.line(image, (left, y_of(0)), (width - right, y_of(0)), BLACK, 1)
-    for s, label in enumerate(series):
-        y = 40 + 0 * s
+    for s, label in enumerate(series):  # the legend, one row under the title
         x = left + 10 + s * ((width - left) // max(len(series), 1))
-        cv2.rectangle(image, (x, y - 9), (x + 12, y + 1), SERIES_COLOURS[s % 5], -1)
-        _text(image, label, (x + 16, y), 0.42)
+        cv2.rectangle(image, (x, 31), (x + 12, 41), SERIES_COLOURS[s % len(SERIES_COLOURS)], -1)
+        _text(image, label, (x + 16, 40), 0.42)
     return image
 
 
