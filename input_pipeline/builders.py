@@ -202,7 +202,7 @@ class ImagenetVid(_LocalBuilder):
                 for obj in objects:
                     if obj.label is None:
                         raise ilsvrc.IlsvrcFormatError(
-                            f"{xml_path}: <name> {obj.wnid} is not one of the 30 VID classes"
+                            xml_path, f"<name> {obj.wnid} is not one of the 30 VID classes"
                         )
                 objects = ilsvrc.sanitize_objects(objects, width, height, counts)
                 counts["frames"] += 1

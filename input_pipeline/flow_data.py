@@ -28,13 +28,14 @@ import numpy as np
 
 from input_pipeline import preprocess
 from ssvd_jax import workdir as workdir_lib
+from ssvd_jax.errors import UserError
 
 FLO_MAGIC = 202021.25  # b"PIEH" read as a little-endian float32
 _CHAIRS_FLOW = re.compile(r"^(\d+)_flow\.flo$")
 
 
-class FlowDataError(ValueError):
-    """A flow file or dataset folder that cannot be read; the message names it."""
+class FlowDataError(UserError, ValueError):
+    """A flow file or dataset folder that cannot be read; `file` names it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,19 +72,19 @@ def read_flo(path: os.PathLike | str) -> np.ndarray:
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise FlowDataError(f"{path}: cannot read ({e.strerror})") from e
+        raise FlowDataError(path, f"cannot read ({e.strerror})") from e
     if len(data) < 12:
-        raise FlowDataError(f"{path}: {len(data)} bytes, too short for a .flo header")
+        raise FlowDataError(path, f"{len(data)} bytes, too short for a .flo header")
     magic = np.frombuffer(data[:4], "<f4")[0]
     if magic != np.float32(FLO_MAGIC):
-        raise FlowDataError(f"{path}: not a .flo file (magic {magic!r}, expected {FLO_MAGIC})")
+        raise FlowDataError(path, f"not a .flo file (magic {magic!r}, expected {FLO_MAGIC})")
     width, height = (int(v) for v in np.frombuffer(data[4:12], "<i4"))
     if width <= 0 or height <= 0 or width * height > 1 << 28:
-        raise FlowDataError(f"{path}: implausible size {width}x{height}")
+        raise FlowDataError(path, f"implausible size {width}x{height}")
     expected = 12 + width * height * 2 * 4
     if len(data) != expected:
         raise FlowDataError(
-            f"{path}: {len(data)} bytes, a {width}x{height} flow needs {expected} (truncated?)"
+            path, f"{len(data)} bytes, a {width}x{height} flow needs {expected} (truncated?)"
         )
     return np.frombuffer(data[12:], "<f4").reshape(height, width, 2).astype(np.float32)
 
@@ -94,14 +95,14 @@ def flying_chairs_pairs(root: os.PathLike | str, split: str | None = None) -> li
     root = pathlib.Path(root)
     data = root / "data" if (root / "data").is_dir() else root
     if not data.is_dir():
-        raise FlowDataError(f"{root}: no such FlyingChairs folder")
+        raise FlowDataError(root, "no such FlyingChairs folder")
     numbers = sorted(
         (int(m.group(1)), m.group(1))
         for m in (_CHAIRS_FLOW.match(n) for n in os.listdir(data))
         if m
     )
     if not numbers:
-        raise FlowDataError(f"{data}: no NNNNN_flow.flo files (is this FlyingChairs' data/?)")
+        raise FlowDataError(data, "no NNNNN_flow.flo files (is this FlyingChairs' data/?)")
     pairs = []
     for _, stem in numbers:
         pair = FlowPair(
@@ -109,7 +110,7 @@ def flying_chairs_pairs(root: os.PathLike | str, split: str | None = None) -> li
         )
         for image in (pair.image1, pair.image2):
             if not image.is_file():
-                raise FlowDataError(f"{image}: missing (its flow {pair.flow.name} exists)")
+                raise FlowDataError(image, f"missing (its flow {pair.flow.name} exists)")
         pairs.append(pair)
     if split is None:
         return pairs
@@ -118,11 +119,11 @@ def flying_chairs_pairs(root: os.PathLike | str, split: str | None = None) -> li
     candidates = [root / "FlyingChairs_train_val.txt", data.parent / "FlyingChairs_train_val.txt"]
     list_file = next((p for p in candidates if p.is_file()), None)
     if list_file is None:
-        raise FlowDataError(f"{root}: split {split!r} needs FlyingChairs_train_val.txt")
+        raise FlowDataError(root, f"split {split!r} needs FlyingChairs_train_val.txt")
     marks = list_file.read_text().split()
     if len(marks) != len(pairs) or set(marks) - {"1", "2"}:
         raise FlowDataError(
-            f"{list_file}: {len(marks)} marks (1 = train, 2 = val) for {len(pairs)} pairs"
+            list_file, f"{len(marks)} marks (1 = train, 2 = val) for {len(pairs)} pairs"
         )
     want = "1" if split == "train" else "2"
     return [p for p, mark in zip(pairs, marks, strict=True) if mark == want]
@@ -137,7 +138,7 @@ def sintel_pairs(root: os.PathLike | str, render_pass: str = "clean") -> list[Fl
     images, flows = root / "training" / render_pass, root / "training" / "flow"
     for folder in (images, flows):
         if not folder.is_dir():
-            raise FlowDataError(f"{folder}: missing (expected MPI-Sintel's training/ layout)")
+            raise FlowDataError(folder, "missing (expected MPI-Sintel's training/ layout)")
     pairs = []
     for scene in sorted(p.name for p in flows.iterdir() if p.is_dir()):
         for flow in sorted((flows / scene).glob("frame_*.flo")):
@@ -149,10 +150,10 @@ def sintel_pairs(root: os.PathLike | str, render_pass: str = "clean") -> list[Fl
             )
             for image in (pair.image1, pair.image2):
                 if not image.is_file():
-                    raise FlowDataError(f"{image}: missing (its flow {flow} exists)")
+                    raise FlowDataError(image, f"missing (its flow {flow} exists)")
             pairs.append(pair)
     if not pairs:
-        raise FlowDataError(f"{flows}: no <scene>/frame_NNNN.flo files")
+        raise FlowDataError(flows, "no <scene>/frame_NNNN.flo files")
     return pairs
 
 
@@ -163,7 +164,7 @@ def sintel_pairs(root: os.PathLike | str, render_pass: str = "clean") -> list[Fl
 def _read_image(path: pathlib.Path) -> np.ndarray:
     image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise FlowDataError(f"{path}: missing or not a readable image")
+        raise FlowDataError(path, "missing or not a readable image")
     return image
 
 
@@ -172,15 +173,16 @@ def load_pair(pair: FlowPair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     image1, image2, flow = _read_image(pair.image1), _read_image(pair.image2), read_flo(pair.flow)
     if image1.shape != image2.shape or image1.shape[:2] != flow.shape[:2]:
         raise FlowDataError(
-            f"{pair.flow}: sizes disagree: {pair.image1.name} {image1.shape[:2]}, "
-            f"{pair.image2.name} {image2.shape[:2]}, flow {flow.shape[:2]}"
+            pair.flow,
+            f"sizes disagree: {pair.image1.name} {image1.shape[:2]}, "
+            f"{pair.image2.name} {image2.shape[:2]}, flow {flow.shape[:2]}",
         )
     return image1, image2, flow
 
 
 def _window(height: int, width: int, size: int, pair: FlowPair) -> None:
     if height < size or width < size:
-        raise FlowDataError(f"{pair.image1}: {width}x{height} is smaller than the {size} crop")
+        raise FlowDataError(pair.image1, f"{width}x{height} is smaller than the {size} crop")
 
 
 def pair_arrays(
@@ -244,7 +246,7 @@ class FlowBatches(Iterator[dict[str, np.ndarray]]):
         num_hosts: int = 1,
     ):
         if not pairs:
-            raise FlowDataError("no flow pairs to train on")
+            raise FlowDataError("flow.root", "no flow pairs to train on")
         self._max_shift = max_shift
         self._pairs, self._size, self._mean = pairs, crop_size, tuple(mean_bgr)
         self._dims, self._seed, self._step = tuple(batch_dims), seed, start_step

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from input_pipeline import classes
+from ssvd_jax.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ DET_TRAIN_LIST = "DET_train_30classes.txt"
 FRAMES_PER_VIDEO = 15  # FGFA/SSVD's VID_train_15frames sampling
 
 
-class IlsvrcFormatError(ValueError):
-    """An input file that cannot be used; the message names the file and the problem."""
+class IlsvrcFormatError(UserError, ValueError):
+    """An input file that cannot be used: `file` and `problem`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +77,7 @@ def _text(elem: ET.Element, tag: str, path: PathLike, required: bool = True) -> 
     child = elem.find(tag)
     if child is None or child.text is None or not child.text.strip():
         if required:
-            raise IlsvrcFormatError(f"{path}: malformed annotation, missing <{tag}>")
+            raise IlsvrcFormatError(path, f"malformed annotation, missing <{tag}>")
         return None
     return child.text.strip()
 
@@ -89,9 +90,9 @@ def _int(elem: ET.Element, tag: str, path: PathLike, default: int | None = None)
         # Some ILSVRC tools write coordinates as "12.0"; the value is still an integer pixel.
         value = float(text)
     except ValueError as e:
-        raise IlsvrcFormatError(f"{path}: malformed annotation, <{tag}> is {text!r}") from e
+        raise IlsvrcFormatError(path, f"malformed annotation, <{tag}> is {text!r}") from e
     if value != int(value):
-        raise IlsvrcFormatError(f"{path}: malformed annotation, <{tag}> {text!r} not integer")
+        raise IlsvrcFormatError(path, f"malformed annotation, <{tag}> {text!r} not integer")
     return int(value)
 
 
@@ -107,19 +108,19 @@ def parse_annotation(source: PathLike | bytes, *, name: str | None = None) -> An
         else:
             root = ET.parse(source).getroot()
     except (ET.ParseError, UnicodeDecodeError) as e:
-        raise IlsvrcFormatError(f"{path}: malformed XML ({e})") from e
+        raise IlsvrcFormatError(path, f"malformed XML ({e})") from e
     if root.tag != "annotation":
-        raise IlsvrcFormatError(f"{path}: malformed annotation, root is <{root.tag}>")
+        raise IlsvrcFormatError(path, f"malformed annotation, root is <{root.tag}>")
     size = root.find("size")
     if size is None:
-        raise IlsvrcFormatError(f"{path}: malformed annotation, missing <size>")
+        raise IlsvrcFormatError(path, "malformed annotation, missing <size>")
     width, height = _int(size, "width", path), _int(size, "height", path)
     objects = []
     for obj in root.findall("object"):
         wnid = _text(obj, "name", path)
         bndbox = obj.find("bndbox")
         if bndbox is None:
-            raise IlsvrcFormatError(f"{path}: malformed annotation, <object> without <bndbox>")
+            raise IlsvrcFormatError(path, "malformed annotation, <object> without <bndbox>")
         objects.append(
             Object(
                 wnid=wnid,
@@ -234,7 +235,9 @@ def load_image(path: PathLike, *, verify: bool = True) -> tuple[bytes, int, int,
     try:
         data = pathlib.Path(path).read_bytes()
     except OSError as e:
-        raise IlsvrcFormatError(f"{path}: cannot read image ({e})") from e
+        raise IlsvrcFormatError(path, f"cannot read image ({e.strerror or e})") from e
+    if not data:
+        raise IlsvrcFormatError(path, "empty image file (0 bytes)")
     info = _jpeg_info(data) if data[:2] == b"\xff\xd8" else None
     fix = None
     if info is None:
@@ -253,13 +256,13 @@ def load_image(path: PathLike, *, verify: bool = True) -> tuple[bytes, int, int,
     if (image is None or image.size == 0) and fix == "truncated":
         image = _decode_truncated(data)
     if image is None or image.size == 0:
-        raise IlsvrcFormatError(f"{path}: corrupt image, cannot be decoded")
+        raise IlsvrcFormatError(path, "corrupt image, cannot be decoded")
     height, width = image.shape[:2]
     if fix is None:
         return data, width, height, None
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
     if not ok:
-        raise IlsvrcFormatError(f"{path}: could not re-encode image")
+        raise IlsvrcFormatError(path, "could not re-encode image")
     return encoded.tobytes(), width, height, fix
 
 
@@ -317,7 +320,9 @@ def read_vid_train_list(path: PathLike) -> dict[str, tuple[tuple[int, ...], int]
     out: dict[str, tuple[list[int], int]] = {}
     for lineno, parts in enumerate(_list_lines(pathlib.Path(path)), 1):
         if len(parts) != 4:
-            raise IlsvrcFormatError(f"{path}:{lineno}: expected '<snippet> 1 <frame> <num_frames>'")
+            raise IlsvrcFormatError(
+                f"{path}:{lineno}", "expected '<snippet> 1 <frame> <num_frames>'"
+            )
         frames, n = out.setdefault(parts[0], ([], int(parts[3])))
         frames.append(int(parts[2]))
     return {k: (tuple(sorted(set(f))), n) for k, (f, n) in out.items()}
@@ -328,7 +333,7 @@ def read_vid_val_videos(path: PathLike) -> list[tuple[str, int, int, int]]:
     rows = []
     for lineno, parts in enumerate(_list_lines(pathlib.Path(path)), 1):
         if len(parts) != 4:
-            raise IlsvrcFormatError(f"{path}:{lineno}: expected '<snippet> <id> <start> <num>'")
+            raise IlsvrcFormatError(f"{path}:{lineno}", "expected '<snippet> <id> <start> <num>'")
         rows.append((parts[0], int(parts[1]), int(parts[2]), int(parts[3])))
     return rows
 
@@ -338,7 +343,7 @@ def read_vid_val_frames(path: PathLike) -> list[tuple[str, int]]:
     rows = []
     for lineno, parts in enumerate(_list_lines(pathlib.Path(path)), 1):
         if len(parts) < 2:
-            raise IlsvrcFormatError(f"{path}:{lineno}: expected '<frame path> <global id> ...'")
+            raise IlsvrcFormatError(f"{path}:{lineno}", "expected '<frame path> <global id> ...'")
         rows.append((parts[0], int(parts[1])))
     return rows
 
@@ -351,7 +356,7 @@ def read_det_list(path: PathLike) -> list[str]:
 def _frames_on_disk(root: pathlib.Path, video_id: str) -> tuple[str, ...]:
     folder = root / "Data" / "VID" / video_id
     if not folder.is_dir():
-        raise IlsvrcFormatError(f"{folder}: video folder listed but missing")
+        raise IlsvrcFormatError(folder, "video folder listed but missing")
     return tuple(sorted(p.stem for p in folder.iterdir() if p.suffix == ".JPEG"))
 
 
@@ -397,7 +402,7 @@ def list_vid_videos(
                 for stem in stems:
                     if not (root / "Data" / "VID" / video_id / f"{stem}.JPEG").is_file():
                         raise IlsvrcFormatError(
-                            f"{frames_list}: lists {video_id}/{stem}, missing under Data/VID"
+                            frames_list, f"lists {video_id}/{stem}, missing under Data/VID"
                         )
                 videos.append(Video(video_id, tuple(stems), even_sample_frames(len(stems))))
             return videos

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from ssvd_jax.errors import UserError
 
-class FrameReadError(ValueError):
+
+class FrameReadError(UserError, ValueError):
     """A frame file is missing or not a readable image; the message names the file."""
 
 
@@ -23,7 +25,7 @@ def read_frame(path: os.PathLike | str) -> np.ndarray:
     """A frame file as uint8 BGR [H, W, 3] (`cv2.imread`, as the release reads it)."""
     image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise FrameReadError(f"{os.fspath(path)}: missing or not a readable image")
+        raise FrameReadError(path, "missing or not a readable image")
     return image
 
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
+from ssvd_jax.errors import UserError
 from ssvd_jax.models import ssvd as ssvd_lib
 from ssvd_jax.models.params import abstract_variables
 
@@ -94,10 +95,11 @@ class Checkpointer:
             template,
         )
         if problems:
-            raise ValueError(
-                f"{self.directory} (step {step}) does not hold this model's variables: "
+            raise UserError(
+                self.directory,
+                f"step {step} does not hold this model's variables: "
                 + "; ".join(problems[:6])
-                + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
+                + (f"; and {len(problems) - 6} more" if len(problems) > 6 else ""),
             )
         restored = self._manager.restore(
             step,
@@ -145,7 +147,7 @@ def structure_mismatches(saved: Any, expected: Any) -> list[str]:
     return out
 
 
-class CheckpointKindError(ValueError):
+class CheckpointKindError(UserError, ValueError):
     """The checkpoint holds no detector (e.g. a converted PWC-Net or ResNet)."""
 
 
@@ -158,8 +160,9 @@ def checkpoint_variant(meta: dict[str, Any], config_variant: str, folder: str) -
     if kind in ("phase2", "ssvd"):
         return config_variant
     raise CheckpointKindError(
-        f"{folder}: a {kind!r} checkpoint holds no detector; evaluate a training phase's "
-        "checkpoints or a converted release (--checkpoint_kind=ssvd)"
+        folder,
+        f"a {kind!r} checkpoint holds no detector; evaluate a training phase's checkpoints or a "
+        "converted release (--checkpoint_kind=ssvd)",
     )
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from flax import traverse_util
 
 from ssvd_jax.checkpoint import Checkpointer
+from ssvd_jax.errors import UserError
 from ssvd_jax.models import pwcnet as pwcnet_lib
 from ssvd_jax.models import ssvd as ssvd_lib
 from ssvd_jax.models.params import abstract_variables
@@ -33,8 +34,9 @@ from ssvd_jax.ops import anchors as anchors_lib
 TorchNameFn = Callable[[str, tuple[str, ...]], str]
 
 
-class ConversionError(ValueError):
-    """A checkpoint does not match the model: missing, unexpected or mis-shaped keys."""
+class ConversionError(UserError, ValueError):
+    """A checkpoint does not match the model: missing, unexpected or mis-shaped keys. Raised
+    inside the conversion with `file` "" (or the key at fault); `convert_file` adds the file."""
 
 
 def conv_kernel_from_torch(w_OIHW: np.ndarray) -> np.ndarray:
@@ -75,7 +77,7 @@ def resnet_torch_name(style: str) -> TorchNameFn:
         else:
             match = re.fullmatch(r"layer(\d+)_(\d+)", module)
             if match is None or len(path) != 3:
-                raise ConversionError(f"unexpected ResNet variable path {'/'.join(path)}")
+                raise ConversionError("", f"unexpected ResNet variable path {'/'.join(path)}")
             sub = path[1]
             sub = {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}.get(sub, sub)
             base = f"layer{match[1]}.{match[2]}.{sub}"
@@ -105,7 +107,7 @@ def head_torch_name(collection: str, path: tuple[str, ...]) -> str:
 def _convert_leaf(path: tuple[str, ...], value: np.ndarray, transposed: bool) -> np.ndarray:
     if path[-1] == "kernel":
         if value.ndim != 4:
-            raise ConversionError(f"{'/'.join(path)}: expected a 4-D weight, got {value.shape}")
+            raise ConversionError("/".join(path), f"expected a 4-D weight, got {value.shape}")
         return (
             conv_transpose_kernel_from_torch(value) if transposed else conv_kernel_from_torch(value)
         )
@@ -169,7 +171,7 @@ def convert(
     if unexpected and strict_unexpected:
         problems.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:20])}")
     if problems:
-        raise ConversionError("checkpoint does not match the model: " + " | ".join(problems))
+        raise ConversionError("", "does not match the model: " + " | ".join(problems))
     return out, used
 
 
@@ -199,17 +201,18 @@ def load_torch_file(path: str) -> dict[str, np.ndarray]:
         import torch
     except ImportError as e:  # torch is only needed to read .pth files
         raise ConversionError(
-            f"reading {path} needs PyTorch (pip install -r requirements-dev.txt), or pass a "
-            "dict of numpy arrays instead"
+            path,
+            "reading it needs PyTorch (pip install -r requirements-dev.txt), or pass a "
+            "dict of numpy arrays instead",
         ) from e
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({e})") from e
+        raise ConversionError(path, f"not a readable PyTorch checkpoint ({e})") from e
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping):
-        raise ConversionError(f"{path}: expected a state_dict, found {type(obj).__name__}")
+        raise ConversionError(path, f"expected a state_dict, found {type(obj).__name__}")
     return {k.removeprefix("module."): v for k, v in to_numpy_state_dict(obj).items()}
 
 
@@ -253,7 +256,7 @@ def ssvd_torch_name(collection: str, path: tuple[str, ...]) -> str:
         return "flownet." + pwcnet_torch_name(collection, rest)
     if top == "sample_block":
         return "sample_block.sample_block." + sample_block_torch_name(collection, rest)
-    raise ConversionError(f"no release name for variable {collection}/{'/'.join(path)}")
+    raise ConversionError("", f"no release name for variable {collection}/{'/'.join(path)}")
 
 
 def _is_conv_transpose(path: tuple[str, ...]) -> bool:
@@ -270,7 +273,7 @@ def normalize_release_keys(state_dict: Mapping[str, Any]) -> dict[str, np.ndarra
             if key.startswith(p):
                 key = PWC_PREFIXES[0] + key[len(p) :]
         if key in out:
-            raise ConversionError(f"two checkpoint keys map to {key} (PWC-Net prefix clash)")
+            raise ConversionError("", f"two checkpoint keys map to {key} (PWC-Net prefix clash)")
         out[key] = value
     return out
 
@@ -286,10 +289,10 @@ def check_anchor_buffers(
         i = int(ANCHOR_BUFFER.fullmatch(key)[1])
         ours = cell_anchors[i] if i < len(cell_anchors) else None
         if ours is None or ours.shape != state_dict[key].shape:
-            raise ConversionError(f"{key}: no matching anchor level in this model")
+            raise ConversionError(key, "no matching anchor level in this model")
         if not np.allclose(ours, state_dict[key], atol=1e-3):
             raise ConversionError(
-                f"{key}: the checkpoint's anchors differ from this model's anchor settings"
+                key, "the checkpoint's anchors differ from this model's anchor settings"
             )
     return keys
 
@@ -307,7 +310,7 @@ def _suffix_resolve(
                 continue
             hits = [k for k in sd if k.endswith("." + key)]
             if len(hits) > 1:
-                raise ConversionError(f"{key}: ambiguous, several checkpoint keys end with it")
+                raise ConversionError(key, "ambiguous, several checkpoint keys end with it")
             if hits:
                 out[key] = out.pop(hits[0])
     return out
@@ -391,13 +394,13 @@ CONVERT_KINDS = ("ssvd", "pwcnet", "resnet")
 def load_state_dict_file(path: str) -> dict[str, np.ndarray]:
     """A `.pth` (torch.save) or `.npz` (numpy arrays keyed by PyTorch names) file."""
     if not os.path.isfile(path):
-        raise ConversionError(f"{path}: no such file")
+        raise ConversionError(path, "no such file")
     if path.endswith(".npz"):
         try:
             with np.load(path) as f:
                 return {k.removeprefix("module."): f[k] for k in f.files}
         except Exception as e:
-            raise ConversionError(f"{path}: not a readable .npz file ({e})") from e
+            raise ConversionError(path, f"not a readable .npz file ({e})") from e
     return load_torch_file(path)
 
 
@@ -410,7 +413,9 @@ def convert_file(path: str, kind: str, config: Any) -> tuple[dict[str, Any], dic
     `backbone` subtree (classifier ignored). Returns (variables, meta).
     """
     if kind not in CONVERT_KINDS:
-        raise ConversionError(f"unknown checkpoint kind {kind!r}; choose one of {CONVERT_KINDS}")
+        raise ConversionError(
+            "--checkpoint_kind", f"unknown checkpoint kind {kind!r}; choose one of {CONVERT_KINDS}"
+        )
     sd = load_state_dict_file(path)
     size = config.data.image_size
     image = jax_shape((1, size, size, 3))
@@ -431,7 +436,7 @@ def convert_file(path: str, kind: str, config: Any) -> tuple[dict[str, Any], dic
             body = ssvd_lib.create_backbone(config.model.backbone, jnp.float32)
             variables = resnet_from_torch(sd, abstract_variables(body, image), style="torchvision")
     except ConversionError as e:
-        raise ConversionError(f"{path}: {e}") from e
+        raise ConversionError(path, str(e)) from e
     meta = {
         "kind": kind,
         "source": os.path.abspath(path),

@@ -31,6 +31,7 @@ from input_pipeline import flow_data, train_data
 from ssvd_jax import metric_logging, objective, train
 from ssvd_jax import workdir as workdir_lib
 from ssvd_jax.checkpoint import Checkpointer, restore_flownet
+from ssvd_jax.errors import UserError
 from ssvd_jax.files import atomic_write_json
 from ssvd_jax.models.outputs import anchors_for
 
@@ -39,11 +40,12 @@ from ssvd_jax.models.outputs import anchors_for
 BatchHook = Callable[[int, dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
-class TrainingDiverged(RuntimeError):
-    """A non-finite loss or gradient; the message names the phase, step and bad terms."""
+class TrainingDiverged(UserError, RuntimeError):
+    """A non-finite loss or gradient: `file` is the phase's checkpoints, the problem names the
+    step, the bad terms and the last good checkpoint."""
 
 
-class Preempted(RuntimeError):
+class Preempted(UserError, RuntimeError):
     """SIGTERM arrived; a checkpoint of the current step was written before stopping."""
 
 
@@ -347,10 +349,10 @@ def _loop(
             if bad:
                 ckpt.wait()
                 raise TrainingDiverged(
+                    ckpt.directory,
                     f"{phase}: non-finite values at step {step}: "
                     + ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
-                    + f". Stopped; the last good checkpoint is step {ckpt.latest_step()} in "
-                    f"{ckpt.directory}"
+                    + f". Stopped; the last good checkpoint is step {ckpt.latest_step()}",
                 )
             log_file.write(json.dumps({"step": step, **metrics}) + "\n")
             log_file.flush()
@@ -369,7 +371,7 @@ def _loop(
                 save(step, train.state_dict(train.unreplicate(rstate)))
             if sigterm.raised:
                 ckpt.wait()
-                raise Preempted(f"{phase}: SIGTERM; checkpointed step {step} in {ckpt.directory}")
+                raise Preempted(ckpt.directory, f"{phase}: SIGTERM; checkpointed step {step}")
         t_end = time.perf_counter()
         ckpt.wait()
         logging.info("%s: last checkpoint written in %.1fs", phase, time.perf_counter() - t_end)

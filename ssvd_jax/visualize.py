@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from input_pipeline.preprocess import preprocess
+from ssvd_jax.errors import UserError
 from ssvd_jax.inference import Video
 from ssvd_jax.metric_logging import progress_bar
 from ssvd_jax.ops.postprocess import Detections
@@ -27,7 +28,7 @@ from ssvd_jax.ops.postprocess import Detections
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-class VideoInputError(ValueError):
+class VideoInputError(UserError, ValueError):
     """An input video or frame folder cannot be read; the message names it."""
 
 
@@ -48,24 +49,24 @@ def open_video(path: str) -> tuple[Iterator[np.ndarray], int, tuple[int, int], f
     if os.path.isdir(path):
         names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_SUFFIXES))
         if not names:
-            raise VideoInputError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+            raise VideoInputError(path, f"no image files ({', '.join(IMAGE_SUFFIXES)})")
         first = cv2.imread(os.path.join(path, names[0]), cv2.IMREAD_COLOR)
         if first is None:
-            raise VideoInputError(f"{os.path.join(path, names[0])}: not a readable image")
+            raise VideoInputError(os.path.join(path, names[0]), "not a readable image")
         size = (first.shape[1], first.shape[0])
 
         def frames() -> Iterator[np.ndarray]:
             for name in names:
                 image = cv2.imread(os.path.join(path, name), cv2.IMREAD_COLOR)
                 if image is None:
-                    raise VideoInputError(f"{os.path.join(path, name)}: not a readable image")
+                    raise VideoInputError(os.path.join(path, name), "not a readable image")
                 if (image.shape[1], image.shape[0]) != size:
-                    raise VideoInputError(f"{os.path.join(path, name)}: size differs from {size}")
+                    raise VideoInputError(os.path.join(path, name), f"size differs from {size}")
                 yield image
 
         return frames(), len(names), size, 25.0
     if not os.path.isfile(path):
-        raise VideoInputError(f"{path}: no such file or folder")
+        raise VideoInputError(path, "no such file or folder")
     import imageio_ffmpeg
 
     try:
@@ -74,7 +75,7 @@ def open_video(path: str) -> tuple[Iterator[np.ndarray], int, tuple[int, int], f
             meta = next(reader)
         count, _ = imageio_ffmpeg.count_frames_and_secs(path)
     except Exception as e:  # ffmpeg's own message says what is wrong with the file
-        raise VideoInputError(f"{path}: cannot decode video ({e})") from e
+        raise VideoInputError(path, f"cannot decode video ({e})") from e
     width, height = meta["size"]
     fps = float(meta.get("fps") or 25.0)
 

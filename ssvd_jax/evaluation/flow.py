@@ -44,7 +44,7 @@ def evaluate_flow(
     """Mean errors over `pairs`: 'epe' (full resolution), 'epe_L2'..'epe_L6', 'zero_epe',
     'epe_ratio' (epe / zero_epe) and 'pairs'."""
     if not pairs:
-        raise flow_data.FlowDataError("no flow pairs to evaluate")
+        raise flow_data.FlowDataError("flow.root", "no flow pairs to evaluate")
     sums: dict[str, float] = {}
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ssvd_jax.errors import UserError
 from ssvd_jax.evaluation import vid_ap
 from ssvd_jax.files import atomic_write_chunks, atomic_write_text
 
@@ -32,8 +33,8 @@ BOX_DECIMALS = 2  # FGFA/SSVD `{:.2f}`
 _FIELDS = 7
 
 
-class DetectionsFormatError(ValueError):
-    """A detections file that cannot be read; the message names the file and line."""
+class DetectionsFormatError(UserError, ValueError):
+    """A detections file that cannot be read; `file` is the file (and line)."""
 
 
 def format_detections(
@@ -74,13 +75,16 @@ def _parse_line(path: PathLike, lineno: int, line: str, num_classes: int) -> lis
     parts = line.split()
     if len(parts) != _FIELDS:
         raise DetectionsFormatError(
-            f"{path}:{lineno}: expected 7 fields 'frame_id class_id score x1 y1 x2 y2', "
-            f"got {len(parts)}: {line.strip()!r}"
+            f"{path}:{lineno}",
+            f"expected 7 fields 'frame_id class_id score x1 y1 x2 y2', got {len(parts)}: "
+            f"{line.strip()!r}",
         )
     try:
         values = [float(p) for p in parts]
     except ValueError:
-        raise DetectionsFormatError(f"{path}:{lineno}: not a number in {line.strip()!r}") from None
+        raise DetectionsFormatError(
+            f"{path}:{lineno}", f"not a number in {line.strip()!r}"
+        ) from None
     _check_row(path, lineno, values, num_classes)
     return values
 
@@ -88,12 +92,12 @@ def _parse_line(path: PathLike, lineno: int, line: str, num_classes: int) -> lis
 def _check_row(path: PathLike, lineno: int, values: list[float], num_classes: int) -> None:
     frame_id, class_id = values[0], values[1]
     if not all(math.isfinite(v) for v in values):
-        raise DetectionsFormatError(f"{path}:{lineno}: non-finite value in {values}")
+        raise DetectionsFormatError(f"{path}:{lineno}", f"non-finite value in {values}")
     if frame_id != int(frame_id) or frame_id < 1:
-        raise DetectionsFormatError(f"{path}:{lineno}: frame_id {frame_id:g} is not an id >= 1")
+        raise DetectionsFormatError(f"{path}:{lineno}", f"frame_id {frame_id:g} is not an id >= 1")
     if class_id != int(class_id) or not 1 <= class_id <= num_classes:
         raise DetectionsFormatError(
-            f"{path}:{lineno}: class_id {class_id:g} is not an integer in 1..{num_classes}"
+            f"{path}:{lineno}", f"class_id {class_id:g} is not an integer in 1..{num_classes}"
         )
 
 
@@ -105,7 +109,7 @@ def read_detections(path: PathLike, num_classes: int = vid_ap.NUM_CLASSES) -> vi
     """
     path = pathlib.Path(path)
     if not path.is_file():
-        raise DetectionsFormatError(f"{path}: detections file not found")
+        raise DetectionsFormatError(path, "detections file not found")
     # numpy's C parser handles the ~2M lines of a full val run in seconds and little memory;
     # anything it rejects is re-read line by line to name the first bad line.
     table = None
@@ -131,7 +135,7 @@ def read_detections(path: PathLike, num_classes: int = vid_ap.NUM_CLASSES) -> vi
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
-        raise DetectionsFormatError(f"{path}: cannot read detections ({e})") from e
+        raise DetectionsFormatError(path, f"cannot read detections ({e})") from e
     rows = [
         _parse_line(path, lineno, line, num_classes)
         for lineno, line in enumerate(text.splitlines(), 1)

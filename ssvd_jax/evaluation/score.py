@@ -55,7 +55,7 @@ def _resolve_list(path: PathLike, root: pathlib.Path) -> pathlib.Path:
         return path
     found = None if path.is_absolute() else ilsvrc.find_list_file(root, path.name)
     if found is None:
-        raise ilsvrc.IlsvrcFormatError(f"{path}: frame list not found (nor under {root}/ImageSets)")
+        raise ilsvrc.IlsvrcFormatError(path, f"frame list not found (nor under {root}/ImageSets)")
     return found
 
 
@@ -65,7 +65,7 @@ def _videos_from_list(
     path = _resolve_list(path, root)
     first = next((ln.split() for ln in path.read_text().splitlines() if ln.strip()), None)
     if first is None:
-        raise ilsvrc.IlsvrcFormatError(f"{path}: frame list is empty")
+        raise ilsvrc.IlsvrcFormatError(path, "frame list is empty")
     out = []
     if len(first) == 4:  # VID_val_videos.txt
         for video, first_id, start, num in ilsvrc.read_vid_val_videos(path):
@@ -84,7 +84,7 @@ def _videos_from_list(
     all_ids = np.concatenate([ids for _, ids in out])
     unique, count = np.unique(all_ids, return_counts=True)
     if np.any(count > 1):
-        raise ilsvrc.IlsvrcFormatError(f"{path}: frame id {unique[count > 1][0]} listed twice")
+        raise ilsvrc.IlsvrcFormatError(path, f"frame id {unique[count > 1][0]} listed twice")
     return out
 
 
@@ -140,7 +140,7 @@ def load_ground_truth(
     videos = evaluation_videos(root, split, frame_list)
     if not videos:
         raise ilsvrc.IlsvrcFormatError(
-            f"{root}: no VID {split} frames found (Data/VID/{split} or Annotations/VID/{split})"
+            root, f"no VID {split} frames found (Data/VID/{split} or Annotations/VID/{split})"
         )
     frame_ids, video_starts = [], []
     rows, labels, boxes, motions = [], [], [], []
@@ -156,8 +156,8 @@ def load_ground_truth(
             for obj in objs:
                 if obj.label is None:
                     raise ilsvrc.IlsvrcFormatError(
-                        f"{video.annotation_path(root, t)}: object {obj.wnid!r} is not one of "
-                        "the 30 VID classes"
+                        video.annotation_path(root, t),
+                        f"object {obj.wnid!r} is not one of the 30 VID classes",
                     )
             per_frame.append([(o.track_id, o.box) for o in objs])
             rows.extend([row + t] * len(objs))
