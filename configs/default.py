@@ -131,6 +131,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     synthetic.num_classes = 6
     synthetic.max_objects = 2
     synthetic.flow_pairs = 0  # frame pairs with ground-truth flow per video (FlyingChairs layout)
+    # Generate into a given data.root that does not exist yet (the default root inside the
+    # workdir is always generated): off, so that a mistyped path is an error, not a new dataset.
+    synthetic.create_root = False
 
     # Training (paper Sec. III-D / IV-C): batch 16, SGD momentum 0.9, weight decay 1e-4.
     tr = config.train = ml_collections.ConfigDict()

@@ -20,15 +20,22 @@ Build with `prepare(name, manual_dir, data_dir)` or `tfds.builder(name, data_dir
 from __future__ import annotations
 
 import collections
+import hashlib
+import itertools
+import json
 import logging
 import os
+import pathlib
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from input_pipeline import classes, ilsvrc
+from input_pipeline import classes, dataset_check, ilsvrc
+from ssvd_jax import locks
+from ssvd_jax.errors import UserError
+from ssvd_jax.files import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -70,25 +77,6 @@ def raw_pixel_boxes(bbox: Any, width: Any, height: Any) -> np.ndarray:
     scale = np.array([float(height), float(width), float(height), float(width)])
     yxyx = np.rint(bbox * scale).astype(np.int32)
     return yxyx[:, [1, 0, 3, 2]]
-
-
-def _image_for_storage(
-    path: os.PathLike, counts: collections.Counter, verify: bool
-) -> tuple[bytes, int, int]:
-    data, width, height, fix = ilsvrc.load_image(path, verify=verify)
-    if fix is not None:
-        counts[f"images_{fix}"] += 1
-        log.warning("%s: %s image converted to a 3-channel JPEG", path, fix)
-    return data, width, height
-
-
-def _check_size(
-    ann: ilsvrc.Annotation, width: int, height: int, path: os.PathLike, counts: collections.Counter
-) -> None:
-    if (ann.width, ann.height) != (width, height):
-        # Boxes are normalised by the real image size, which is what the pixels are in.
-        counts["xml_size_mismatch"] += 1
-        log.warning("%s: XML size %dx%d, image %dx%d", path, ann.width, ann.height, width, height)
 
 
 def _log_report(name: str, split: str, counts: collections.Counter) -> None:
@@ -185,26 +173,19 @@ class ImagenetVid(_LocalBuilder):
         self, root: os.PathLike, split: str, videos: list[ilsvrc.Video], counts: collections.Counter
     ) -> Iterator[tuple[int, dict]]:
         stride = _spread_keys(sum(v.num_frames for v in videos))
+        # Every file changed or left out is named in the log; a refusal stops the build.
+        findings = dataset_check.Findings(counts, log_them=True)
         index = 0
         for video in videos:
-            for i in range(video.num_frames):
-                image_path = video.image_path(root, i)
-                data, width, height = _image_for_storage(image_path, counts, self._verify_images)
-                xml_path = video.annotation_path(root, i)
-                if xml_path.is_file():
-                    ann = ilsvrc.parse_annotation(xml_path)
-                    _check_size(ann, width, height, xml_path, counts)
-                    objects = ann.objects
-                else:
-                    # Official tools treat a frame without XML as a frame without objects.
-                    counts["frames_without_xml"] += 1
-                    objects = ()
-                for obj in objects:
-                    if obj.label is None:
-                        raise ilsvrc.IlsvrcFormatError(
-                            xml_path, f"<name> {obj.wnid} is not one of the 30 VID classes"
-                        )
-                objects = ilsvrc.sanitize_objects(objects, width, height, counts)
+            frames = dataset_check.video_frames(
+                pathlib.Path(root), video, findings, decode=self._verify_images
+            )
+            for frame in itertools.chain(frames, [None]):
+                findings.raise_if_refused()
+                if frame is None:
+                    break
+                i, objects = frame.index, frame.objects
+                data, width, height = frame.image.data, frame.image.width, frame.image.height
                 counts["frames"] += 1
                 counts["boxes"] += len(objects)
                 yield (
@@ -272,42 +253,31 @@ class ImagenetDetVid30(_LocalBuilder):
             return {}
         # The image list of the split is only known after reading the XMLs (images without a
         # VID-class object are dropped), so the scan happens here, before writing.
+        findings = dataset_check.Findings(counts, log_them=True)
         entries = []
         for image_id in image_ids:
-            xml_path = ilsvrc.det_annotation_path(root, image_id)
-            if not xml_path.is_file():
-                counts["images_without_xml"] += 1
-                counts["images_dropped_no_vid_object"] += 1
-                continue
-            ann = ilsvrc.parse_annotation(xml_path)
-            kept = [o for o in ann.objects if o.label is not None]
-            counts["objects_other_classes_dropped"] += len(ann.objects) - len(kept)
-            if not kept:
-                counts["images_dropped_no_vid_object"] += 1
-                continue
-            entries.append((image_id, ann, kept))
-        return {"train": self._generate_examples(root, entries, counts)}
+            entry = dataset_check.det_entry(pathlib.Path(root), image_id, findings)
+            if entry is not None:
+                entries.append((image_id, *entry))
+        findings.raise_if_refused()
+        return {"train": self._generate_examples(root, entries, findings)}
 
     def _generate_examples(
-        self, root: os.PathLike, entries: list, counts: collections.Counter
+        self, root: os.PathLike, entries: list, findings: dataset_check.Findings
     ) -> Iterator[tuple[int, dict]]:
+        counts = findings.counts
         stride = _spread_keys(len(entries))
         image_ids, labels_per_image = [], []
         for image_id, ann, objects in entries:
-            image_path = ilsvrc.det_image_path(root, image_id)
-            try:
-                data, width, height = _image_for_storage(image_path, counts, self._verify_images)
-            except ilsvrc.IlsvrcFormatError as e:
-                # A still image can be left out without breaking anything else (unlike a video
-                # frame, whose neighbours' indices depend on it).
-                counts["images_corrupt_dropped"] += 1
-                log.warning("%s; image dropped", e)
+            # A still image can be left out (undecodable, no box left) without breaking
+            # anything else, unlike a video frame, whose neighbours' indices depend on it.
+            kept = dataset_check.det_image(
+                pathlib.Path(root), image_id, ann, objects, findings, decode=self._verify_images
+            )
+            if kept is None:
                 continue
-            _check_size(ann, width, height, image_path, counts)
-            objects = ilsvrc.sanitize_objects(objects, width, height, counts)
-            if not objects:
-                counts["images_dropped_no_vid_object"] += 1
-                continue
+            image, objects = kept
+            data, width, height = image.data, image.width, image.height
             counts["images"] += 1
             counts["boxes"] += len(objects)
             yield (
@@ -335,6 +305,63 @@ class ImagenetDetVid30(_LocalBuilder):
 BUILDERS = {"imagenet_vid": ImagenetVid, "imagenet_det_vid30": ImagenetDetVid30}
 
 
+# Written into a built dataset's folder: what it was built from (`build_source`).
+SOURCE_FILE = "ssvd_built_from.json"
+
+
+class DatasetCacheError(UserError):
+    """A built dataset in data_dir was built from another ILSVRC folder (or other lists, or
+    another builder version) than the one asked for; the problem says what to remove."""
+
+
+def _list_files(name: str, root: pathlib.Path, use_lists: bool) -> dict[str, str]:
+    """{list file relative to root: sha256} of the list files the builder `name` follows."""
+    if not use_lists:
+        return {}
+    names = {
+        "imagenet_vid": (ilsvrc.VID_TRAIN_LIST, *ilsvrc.VID_VAL_FRAMES_LISTS,
+                         ilsvrc.VID_VAL_VIDEOS_LIST),
+        "imagenet_det_vid30": (ilsvrc.DET_TRAIN_LIST,),
+    }[name]  # fmt: skip
+    out = {}
+    for list_name in names:
+        path = ilsvrc.find_list_file(root, list_name)
+        if path is not None:
+            out[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def build_source(
+    builder: tfds.core.DatasetBuilder, manual_dir: os.PathLike | str, use_lists: bool
+) -> dict[str, Any]:
+    """What a build of `builder` from `manual_dir` depends on: the ILSVRC folder (absolute,
+    and relative to the dataset folder, so that moving a workdir that holds both keeps the
+    match), the list files it follows (by content) and the builder's version."""
+    root = pathlib.Path(os.path.realpath(manual_dir))
+    return {
+        "root": str(root),
+        "root_relative": os.path.relpath(root, os.path.realpath(builder.data_dir)),
+        "lists": _list_files(builder.name, root, use_lists),
+        "builder": f"{builder.name}:{builder.version}",
+    }
+
+
+def _source_differences(built: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    out = []
+    same_root = built.get("root") == wanted["root"]
+    if not same_root and built.get("root_relative") != wanted["root_relative"]:
+        out.append(f"it was built from {built.get('root')}, data.root is now {wanted['root']}")
+    lists = built.get("lists", {})
+    changed = sorted(
+        k for k in set(lists) | set(wanted["lists"]) if lists.get(k) != wanted["lists"].get(k)
+    )
+    if changed:
+        out.append(f"the list files {', '.join(changed)} differ from the ones it was built with")
+    if built.get("builder") != wanted["builder"]:
+        out.append(f"it was built by {built.get('builder')}, this is {wanted['builder']}")
+    return out
+
+
 def prepare(
     name: str,
     manual_dir: os.PathLike | str,
@@ -345,17 +372,56 @@ def prepare(
 ) -> tfds.core.DatasetBuilder:
     """Build (or reuse) dataset `name` from the ILSVRC root `manual_dir` into `data_dir`.
 
-    No network access: the builders only read manual_dir, and GCS lookups are switched off.
-    Returns the builder, ready for `as_data_source`.
+    A build is reused only if it was built from the same folder, list files and builder
+    version (recorded in its folder as `SOURCE_FILE`); otherwise DatasetCacheError names the
+    folder to remove. Before building, the builder's checks run over the folder's image
+    headers and XML (`dataset_check`), so a folder it would refuse is refused before anything
+    is written, naming the file. Concurrent prepares of one data_dir wait for each other (a
+    file lock). No network access: the builders only read manual_dir, and GCS lookups are
+    switched off. Returns the builder, ready for `as_data_source`.
     """
-    builder = BUILDERS[name](
-        data_dir=os.fspath(data_dir), use_lists=use_lists, verify_images=verify_images
-    )
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            manual_dir=os.fspath(manual_dir),
-            try_download_gcs=False,
-            compute_stats=tfds.download.ComputeStatsMode.SKIP,
-        ),
-    )
+    root = dataset_check.require_ilsvrc_root(manual_dir)
+    lock = os.path.join(os.fspath(data_dir), f".{name}.build.lock")
+
+    def waiting(holder: dict) -> None:
+        log.info("%s: waiting for the build of pid %s to finish", name, holder.get("pid", "?"))
+
+    with locks.file_lock(lock, wait=True, on_wait=waiting):
+        builder = BUILDERS[name](
+            data_dir=os.fspath(data_dir), use_lists=use_lists, verify_images=verify_images
+        )
+        wanted = build_source(builder, root, use_lists)
+        stamp = os.path.join(builder.data_dir, SOURCE_FILE)
+        if builder.is_prepared():
+            if not os.path.exists(stamp):
+                log.warning(
+                    "%s: built before its source was recorded; taking it as built from %s",
+                    builder.data_dir, root,
+                )  # fmt: skip
+                atomic_write_json(stamp, wanted)
+            else:
+                with open(stamp) as f:
+                    differences = _source_differences(json.load(f), wanted)
+                if differences:
+                    raise DatasetCacheError(
+                        builder.data_dir,
+                        "; ".join(differences) + f". Remove {builder.data_dir} to build it "
+                        "again from data.root (or set data.tfds_dir to another folder)",
+                    )
+            return builder
+        datasets = ("vid",) if name == "imagenet_vid" else ("det",)
+        report = dataset_check.check_root(
+            root, datasets=datasets, use_lists=use_lists, decode=False, header_only=True
+        )
+        report.findings.raise_if_refused(
+            f"; python main.py --mode=check --config.data.root={root} lists every problem"
+        )
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(
+                manual_dir=os.fspath(root),
+                try_download_gcs=False,
+                compute_stats=tfds.download.ComputeStatsMode.SKIP,
+            ),
+        )
+        atomic_write_json(stamp, wanted)
     return builder

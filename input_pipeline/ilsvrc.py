@@ -19,7 +19,7 @@ import logging
 import os
 import pathlib
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -144,9 +144,14 @@ def parse_annotation(source: PathLike | bytes, *, name: str | None = None) -> An
 
 
 def sanitize_objects(
-    objects: Iterable[Object], width: int, height: int, counts: collections.Counter | None = None
+    objects: Iterable[Object],
+    width: int,
+    height: int,
+    counts: collections.Counter | None = None,
+    on_change: Callable[[str, Object], None] | None = None,
 ) -> list[Object]:
-    """Training-side clean-up of raw boxes, counting what it changed in `counts`.
+    """Training-side clean-up of raw boxes, counting what it changed in `counts` (and telling
+    `on_change(kind, original object)` about each box it clipped or dropped).
 
     Boxes inside [0, W] x [0, H] are kept exactly as written (x2 == W, one pixel past the last
     column, occurs in real files and is still representable as a normalised coordinate <= 1).
@@ -159,15 +164,21 @@ def sanitize_objects(
     kept = []
     for obj in objects:
         x1, y1, x2, y2 = obj.box
+        change = None
         if x1 > width - 1 or y1 > height - 1 or x2 < 0 or y2 < 0:
-            counts["boxes_dropped_outside"] += 1
-            continue
-        if not (0 <= x1 and 0 <= y1 and x2 <= width and y2 <= height):
-            x1, x2 = (min(max(v, 0), width - 1) for v in (x1, x2))
-            y1, y2 = (min(max(v, 0), height - 1) for v in (y1, y2))
-            counts["boxes_clipped"] += 1
-        if x2 < x1 or y2 < y1:
-            counts["boxes_dropped_empty"] += 1
+            change = "boxes_dropped_outside"
+        else:
+            if not (0 <= x1 and 0 <= y1 and x2 <= width and y2 <= height):
+                x1, x2 = (min(max(v, 0), width - 1) for v in (x1, x2))
+                y1, y2 = (min(max(v, 0), height - 1) for v in (y1, y2))
+                change = "boxes_clipped"
+            if x2 < x1 or y2 < y1:
+                change = "boxes_dropped_empty"
+        if change is not None:
+            counts[change] += 1
+            if on_change is not None:
+                on_change(change, obj)
+        if change is not None and change != "boxes_clipped":
             continue
         kept.append(dataclasses.replace(obj, x1=x1, y1=y1, x2=x2, y2=y2))
     return kept
@@ -353,11 +364,15 @@ def read_det_list(path: PathLike) -> list[str]:
     return [parts[0] for parts in _list_lines(pathlib.Path(path))]
 
 
-def _frames_on_disk(root: pathlib.Path, video_id: str) -> tuple[str, ...]:
+def _frames_on_disk(root: pathlib.Path, video_id: str, listed_in: PathLike) -> tuple[str, ...]:
     folder = root / "Data" / "VID" / video_id
     if not folder.is_dir():
-        raise IlsvrcFormatError(folder, "video folder listed but missing")
+        raise IlsvrcFormatError(folder, f"video folder listed in {listed_in} but missing")
     return tuple(sorted(p.stem for p in folder.iterdir() if p.suffix == ".JPEG"))
+
+
+# A note of `list_vid_videos`: (file or folder, kind (a build report counter), problem).
+Note = tuple[str, str, str]
 
 
 def _with_split(split: str, name: str) -> str:
@@ -366,7 +381,12 @@ def _with_split(split: str, name: str) -> str:
 
 
 def list_vid_videos(
-    root: PathLike, split: str, *, use_lists: bool = True, counts: collections.Counter | None = None
+    root: PathLike,
+    split: str,
+    *,
+    use_lists: bool = True,
+    counts: collections.Counter | None = None,
+    notes: list[Note] | None = None,
 ) -> list[Video]:
     """All snippets of a VID split, in the official order.
 
@@ -375,18 +395,40 @@ def list_vid_videos(
     VID_val_all.txt (frames in list order, which defines the evaluation's global frame ids) or
     else VID_val_videos.txt. Otherwise every snippet folder under Data/VID/<split>, sorted, with
     15 evenly spread sampled frames. An absent split folder gives [] (the caller warns).
+
+    With `notes` (a list), what is unusual is appended to it as (path, kind, problem): a list
+    length that differs from the files, frame numbering gaps, and listed video folders that
+    are missing, which are then left out instead of raising IlsvrcFormatError.
     """
     root = pathlib.Path(root)
     counts = counts if counts is not None else collections.Counter()
+    noted: list[Note] = notes if notes is not None else []
+
+    def frames_on_disk(video_id: str, listed_in: PathLike) -> tuple[str, ...] | None:
+        try:
+            return _frames_on_disk(root, video_id, listed_in)
+        except IlsvrcFormatError as e:
+            if notes is None:
+                raise
+            counts["videos_missing"] += 1
+            noted.append((e.file, "videos_missing", e.problem))
+            return None
+
     split_dir = root / "Data" / "VID" / split
     if use_lists and split == "train" and (lst := find_list_file(root, VID_TRAIN_LIST)):
         videos = []
         for vid, (picks, listed_n) in read_vid_train_list(lst).items():
             video_id = _with_split(split, vid)
-            frames = _frames_on_disk(root, video_id)
+            frames = frames_on_disk(video_id, lst)
+            if frames is None:
+                continue
             if len(frames) != listed_n:
                 counts["list_length_mismatch"] += 1
-                log.warning("%s: %d frames, %s lists %d", video_id, len(frames), lst, listed_n)
+                problem = f"{len(frames)} frames on disk, {lst.name} lists {listed_n}"
+                noted.append(
+                    (str(root / "Data" / "VID" / video_id), "list_length_mismatch", problem)
+                )
+                log.warning("%s: %s", video_id, problem)
             picks = tuple(p for p in picks if p < len(frames)) or even_sample_frames(len(frames))
             videos.append(Video(video_id, frames, picks))
         return videos
@@ -411,10 +453,16 @@ def list_vid_videos(
             videos = []
             for vid, _, start, listed_n in read_vid_val_videos(videos_list):
                 video_id = _with_split(split, vid)
-                frames = _frames_on_disk(root, video_id)[start:]
+                frames = frames_on_disk(video_id, videos_list)
+                if frames is None:
+                    continue
+                frames = frames[start:]
                 if len(frames) != listed_n:
                     counts["list_length_mismatch"] += 1
-                    log.warning("%s: %d frames, list: %d", video_id, len(frames), listed_n)
+                    problem = f"{len(frames)} frames on disk, {videos_list.name} lists {listed_n}"
+                    folder = str(root / "Data" / "VID" / video_id)
+                    noted.append((folder, "list_length_mismatch", problem))
+                    log.warning("%s: %s", video_id, problem)
                 videos.append(Video(video_id, frames, even_sample_frames(len(frames))))
             return videos
     if not split_dir.is_dir():
@@ -427,7 +475,9 @@ def list_vid_videos(
         video_id = pathlib.Path(dirpath).relative_to(root / "Data" / "VID").as_posix()
         if any(int(s) != i for i, s in enumerate(stems) if s.isdigit()):
             counts["frame_numbering_gaps"] += 1
-            log.warning("%s: frame files are not numbered 0..N-1 contiguously", video_id)
+            problem = "frame files are not numbered 0..N-1 contiguously"
+            noted.append((dirpath, "frame_numbering_gaps", problem))
+            log.warning("%s: %s", video_id, problem)
         videos.append(Video(video_id, tuple(stems), even_sample_frames(len(stems))))
     videos.sort(key=lambda v: v.video_id)
     return videos

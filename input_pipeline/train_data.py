@@ -22,46 +22,76 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from ssvd_jax import locks
 from ssvd_jax import workdir as workdir_lib
 
 PHASES = ("phase1", "phase2")
 
 
-def prepare(config: Any, workdir: str) -> str:
-    """Generate the synthetic ILSVRC folder if configured and absent, build the TFDS datasets
-    (reused when built), and return the TFDS data_dir."""
-    from input_pipeline import builders, synthetic
-
+def generates_root(config: Any) -> bool:
+    """Whether a `data.root` that does not exist is generated (synthetic data): the default
+    root inside the workdir (`data.root` empty) always, a given `data.root` only with
+    `data.synthetic.create_root` (else a mistyped path would be filled with generated data)."""
     data = config.data
+    return data.source == "synthetic" and (not data.root or bool(data.synthetic.create_root))
+
+
+def missing_root_problem(config: Any, training: bool = True) -> str:
+    """Why a data root that does not exist is an error, and what to do."""
+    if config.data.source == "synthetic" and training:
+        return (
+            "no such folder; the synthetic config generates its data into "
+            "<workdir>/data/ILSVRC2015 when data.root is empty, or into a new data.root with "
+            "--config.data.synthetic.create_root=True"
+        )
+    return "no such folder (data.root: the ILSVRC2015 folder, holding Data/ and Annotations/)"
+
+
+def prepare(config: Any, workdir: str) -> str:
+    """Generate the synthetic ILSVRC folder if configured and absent (`generates_root`), build
+    the TFDS datasets (reused when built from the same folder), and return the TFDS data_dir.
+    A data root that is not there (and not generated) raises IlsvrcFormatError naming it."""
+    from input_pipeline import builders, ilsvrc
+
     root = workdir_lib.data_root(config, workdir)
     tfds_dir = workdir_lib.tfds_dir(config, workdir)
-    if data.source == "synthetic" and not os.path.exists(root):
-        s = data.synthetic
-        logging.info("generating the synthetic dataset into %s", root)
-        tmp = f"{root}.tmp-{os.getpid()}"
-        synthetic.generate(
-            tmp,
-            seed=s.seed,
-            width=s.size,
-            height=s.size,
-            num_train_videos=s.train_videos,
-            num_val_videos=s.val_videos,
-            frames_per_video=s.frames,
-            num_det_images=s.det_images,
-            num_classes=s.num_classes,
-            max_objects=s.max_objects,
-            flow_pairs_per_video=s.flow_pairs,
-            flow_max_gap=data.support_range,
-        )
-        os.replace(tmp, root)  # a crash mid-generation never leaves a partial dataset
-    elif not os.path.isdir(root):
-        raise FileNotFoundError(f"data.root {root!r} is not an ILSVRC2015 folder")
+    if not os.path.exists(root):
+        if not generates_root(config):
+            raise ilsvrc.IlsvrcFormatError(root, missing_root_problem(config))
+        # Two runs generating into one folder: the second waits, then finds it there.
+        with locks.file_lock(f"{root}.lock", wait=True):
+            if not os.path.exists(root):
+                _generate(config, root)
     names = ["imagenet_vid"]
     if config.train.phase1_det and "phase1" in config.train.phases:
         names.append("imagenet_det_vid30")
     for name in names:
         builders.prepare(name, root, tfds_dir)
     return tfds_dir
+
+
+def _generate(config: Any, root: str) -> None:
+    from input_pipeline import synthetic
+
+    data = config.data
+    s = data.synthetic
+    logging.info("generating the synthetic dataset into %s", root)
+    tmp = f"{root}.tmp-{os.getpid()}"
+    synthetic.generate(
+        tmp,
+        seed=s.seed,
+        width=s.size,
+        height=s.size,
+        num_train_videos=s.train_videos,
+        num_val_videos=s.val_videos,
+        frames_per_video=s.frames,
+        num_det_images=s.det_images,
+        num_classes=s.num_classes,
+        max_objects=s.max_objects,
+        flow_pairs_per_video=s.flow_pairs,
+        flow_max_gap=data.support_range,
+    )
+    os.replace(tmp, root)  # a crash mid-generation never leaves a partial dataset
 
 
 class Batches(Iterator[dict[str, np.ndarray]]):

@@ -40,6 +40,7 @@ def _config(data_dir):
     config = tiny.get_config()
     config.data.image_size = SIZE
     config.data.root = str(data_dir / "ILSVRC2015")
+    config.data.synthetic.create_root = True  # generated there on first use
     config.data.tfds_dir = str(data_dir / "tfds")
     for phase in ("phase1", "phase2"):
         config.schedule[phase].steps = 2

@@ -54,6 +54,7 @@ def _config(tmp_path):
     config = tiny.get_config()
     config.data.image_size = 64
     config.data.root = str(tmp_path / "ILSVRC2015")
+    config.data.synthetic.create_root = True  # generated there on first use
     config.data.tfds_dir = str(tmp_path / "tfds")
     config.train.phases = ("pwcnet",)
     config.schedule.pwcnet.steps = 3

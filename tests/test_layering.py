@@ -4,7 +4,7 @@ layering fails here, not in a review.
 
 Floors (a module may import only its own floor or lower ones, plus third-party packages):
   0  ssvd_jax (the package), ssvd_jax.ops.*, files, runtime, metric_logging, workdir, errors
-     (the one user-facing error type), configs.*
+     (the one user-facing error type), locks, configs.*
   1  ssvd_jax.models.*, input_pipeline.*
   2  objective, checkpoint, evaluation.{vid_ap, motion, seq_nms, results, score, report}
   3  train, inference
@@ -22,7 +22,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 FLOORS = {
     0: ("ssvd_jax", "ssvd_jax.ops", "ssvd_jax.files", "ssvd_jax.runtime", "ssvd_jax.metric_logging",
-        "ssvd_jax.workdir", "ssvd_jax.errors", "configs"),
+        "ssvd_jax.workdir", "ssvd_jax.errors", "ssvd_jax.locks", "configs"),
     1: ("ssvd_jax.models", "input_pipeline"),
     2: ("ssvd_jax.objective", "ssvd_jax.checkpoint", "ssvd_jax.evaluation.vid_ap",
         "ssvd_jax.evaluation.motion", "ssvd_jax.evaluation.seq_nms",

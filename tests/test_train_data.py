@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from input_pipeline import pipeline, train_data
+from input_pipeline import ilsvrc, pipeline, train_data
 
 BATCH_DIMS = (2, 2)
 
@@ -42,7 +42,7 @@ def test_prepare_generates_once_and_builds(prepared, tmp_path):
     missing = tiny.get_config()
     missing.data.source = "ilsvrc"
     missing.data.root = str(tmp_path / "no_such_folder")
-    with pytest.raises(FileNotFoundError, match="no_such_folder"):
+    with pytest.raises(ilsvrc.IlsvrcFormatError, match="no_such_folder: no such folder"):
         train_data.prepare(missing, str(tmp_path))
 
 

@@ -35,6 +35,7 @@ def _config(data_dir, steps=8):
     config = tiny.get_config()
     config.data.image_size = SIZE
     config.data.root = str(data_dir / "ILSVRC2015")
+    config.data.synthetic.create_root = True  # generated there on first use
     config.data.tfds_dir = str(data_dir / "tfds")
     config.train.phases = ("phase1",)
     config.schedule.phase1.steps = steps

@@ -49,6 +49,7 @@ def test_two_processes_keep_identical_params(tmp_path):
     config.data.image_size = 64
     data = tmp_path / "data"
     config.data.root, config.data.tfds_dir = str(data / "ILSVRC2015"), str(data / "tfds")
+    config.data.synthetic.create_root = True  # generated there on first use
     config.train.phases = ("phase1",)
     train_data.prepare(config, str(data))
     address = f"localhost:{_free_port()}"
