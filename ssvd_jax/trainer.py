@@ -7,14 +7,17 @@ Each phase has its own folder `<workdir>/<phase>/` holding orbax checkpoints, `l
 (one line per step), `init_report.json` and `summary.json`.
 
 The loop: initialise or resume (the data stream is a pure function of (seed, step), so the
-checkpointed step is the data position), run THE train step (`ssvd_jax.train`) on the input
-pipeline's batches, stop on a non-finite metric without saving the bad state, checkpoint every
-`checkpoint.every_steps` and on SIGTERM, log through CLU writers. Nothing here evaluates,
-draws or prints; `ssvd_jax.jobs` wires training to evaluation.
+checkpointed step is the data position; resume takes the newest step that restores completely
+and moves damaged newer ones to `<phase>/damaged_checkpoints/`), run THE train step
+(`ssvd_jax.train`) on the input pipeline's batches, stop on a non-finite metric without saving
+the bad state, checkpoint every `checkpoint.every_steps` and on SIGTERM or SIGINT (Ctrl-C), log
+through CLU writers. Nothing here evaluates, draws or prints; `ssvd_jax.jobs` wires training to
+evaluation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -35,6 +38,9 @@ from ssvd_jax.errors import UserError
 from ssvd_jax.files import atomic_write_json
 from ssvd_jax.models.outputs import anchors_for
 
+# Damaged checkpoint steps found on resume are moved here (inside the phase's folder).
+DAMAGED_DIR = "damaged_checkpoints"
+
 # A test or a user hook that sees (and may replace) every batch before its step, e.g. to inject
 # a NaN or to slow the loop down: on_batch(step_about_to_run (1-based), batch) -> batch.
 BatchHook = Callable[[int, dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -46,7 +52,15 @@ class TrainingDiverged(UserError, RuntimeError):
 
 
 class Preempted(UserError, RuntimeError):
-    """SIGTERM arrived; a checkpoint of the current step was written before stopping."""
+    """SIGTERM or SIGINT arrived; the current step was checkpointed before stopping. Exits
+    with 128 + the signal's number, as a process killed by it would."""
+
+    label = "stopped"
+
+    def __init__(self, file: str, problem: str, signum: int):
+        super().__init__(file, problem)
+        self.signum = signum
+        self.exit_code = 128 + signum
 
 
 # Phase-2 modules initialised from phase-1 modules (the FPN and heads are copied into both
@@ -77,25 +91,47 @@ def initialize_distributed(dist_config: Any) -> None:
     )
 
 
-class SigtermFlag:
-    """Records SIGTERM (pre-emption) so the loop can checkpoint and stop between steps."""
+class StopSignals:
+    """Records SIGTERM (pre-emption) and SIGINT (Ctrl-C) so the loop can checkpoint and stop
+    between steps. A second SIGINT stops at once (KeyboardInterrupt), without the checkpoint:
+    the way out of a step that takes too long."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
-        self.raised = False
-        self._previous = None
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def raised(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
         return self
 
     def _handle(self, signum, frame):
-        logging.warning("SIGTERM: checkpointing after the current step, then stopping")
-        self.raised = True
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        logging.warning(
+            "%s: checkpointing after the current step, then stopping (Ctrl-C again: stop now)",
+            signal.Signals(signum).name,
+        )
+        self.signum = signum
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
+        self._previous = {}
+
+
+SigtermFlag = StopSignals  # the name before SIGINT was handled too
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,8 +206,12 @@ def phase_variables(
                 template = jax.eval_shape(
                     lambda: train.state_dict(train.create_state(config, "phase1")[0])
                 )
-                restored, _ = ckpt.restore(template)
-                variables, report = init_phase2_from_phase1(variables, restored)
+                phase1_dir = workdir_lib.phase_dir(workdir, "phase1")
+                restored = ckpt.restore_intact(
+                    template, damaged_dir=os.path.join(phase1_dir, DAMAGED_DIR),
+                    config_json=config.to_json(),
+                )  # fmt: skip
+                variables, report = init_phase2_from_phase1(variables, restored.state)
             else:
                 logging.warning("phase2: no phase-1 checkpoint in %s", ckpt.directory)
         finally:
@@ -236,7 +276,7 @@ def train_phase(
     workdir: str,
     phase: str,
     data_dir: str,
-    sigterm: SigtermFlag,
+    sigterm: StopSignals,
     *,
     on_batch: BatchHook | None = None,
 ) -> dict[str, Any]:
@@ -253,20 +293,33 @@ def train_phase(
         async_save=config.checkpoint.async_save,
     )
     try:
-        start = ckpt.latest_step() or 0
-        if start >= total:
-            logging.info("%s: finished (checkpoint at step %d); skipping", phase, start)
-            return phase_summary(phase_dir, config.log.summary_window)
         if phase == workdir_lib.FLOW_PHASE:
             state, schedule = train.create_flow_state(config)
         else:
             state, schedule = train.create_state(config, phase)
         init_report = None
-        if start:
-            restored, meta = ckpt.restore(train.state_dict(state))
-            state = state.replace(**restored)
-            logging.info("%s: resumed at step %d (data position %d)", phase, start, meta["step"])
-        else:
+        start, damaged = 0, []
+        # The newest step that restores completely; damaged newer ones are moved aside, named.
+        restored = ckpt.restore_intact(
+            train.state_dict(state), damaged_dir=os.path.join(phase_dir, DAMAGED_DIR),
+            config_json=config.to_json(),
+        )  # fmt: skip
+        if restored is not None:
+            damaged = [dataclasses.asdict(d) for d in restored.damaged]
+            for d in restored.damaged:
+                logging.warning(
+                    "%s: checkpoint step %d is damaged (%s); moved to %s", phase, d.step,
+                    d.reason, d.moved_to,
+                )  # fmt: skip
+            start = restored.step
+            state = state.replace(**restored.state)
+            logging.info(
+                "%s: resumed at step %d (data position %d)", phase, start, restored.meta["step"]
+            )
+        if start >= total:
+            logging.info("%s: finished (checkpoint at step %d); skipping", phase, start)
+            return dict(phase_summary(phase_dir, config.log.summary_window), **_named(damaged))
+        if not start:
             random = {"params": state.params, "batch_stats": state.batch_stats}
             variables, init_report = phase_variables(config, workdir, phase, random)
             state = state.replace(
@@ -275,10 +328,15 @@ def train_phase(
                 opt_state=state.tx.init(variables["params"]),
             )
             logging.info("%s: initialisation per module: %s", phase, init_report)
-        return _loop(config, workdir, phase, phase_dir, data_dir, state, schedule, ckpt, start,
-                     total, sigterm, init_report, on_batch)  # fmt: skip
+        summary = _loop(config, workdir, phase, phase_dir, data_dir, state, schedule, ckpt,
+                        start, total, sigterm, init_report, on_batch)  # fmt: skip
+        return dict(summary, **_named(damaged))
     finally:
         ckpt.close()
+
+
+def _named(damaged: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"damaged_checkpoints": damaged} if damaged else {}
 
 
 def _step_and_batches(config, workdir, phase, data_dir, schedule, start, batch_dims):
@@ -371,7 +429,12 @@ def _loop(
                 save(step, train.state_dict(train.unreplicate(rstate)))
             if sigterm.raised:
                 ckpt.wait()
-                raise Preempted(ckpt.directory, f"{phase}: SIGTERM; checkpointed step {step}")
+                raise Preempted(
+                    ckpt.directory,
+                    f"{phase}: {sigterm.name}; checkpointed step {step} (run the same command "
+                    "to resume)",
+                    sigterm.signum,
+                )
         t_end = time.perf_counter()
         ckpt.wait()
         logging.info("%s: last checkpoint written in %.1fs", phase, time.perf_counter() - t_end)
@@ -396,9 +459,9 @@ def train_phases(
     config: Any, workdir: str, data_dir: str, *, on_batch: BatchHook | None = None
 ) -> dict[str, dict[str, Any]]:
     """Run `config.train.phases` in order (finished ones skipped, an interrupted one resumed)
-    with SIGTERM checkpointing; returns {phase: summary}."""
+    with SIGTERM/SIGINT checkpointing; returns {phase: summary}."""
     summaries: dict[str, dict[str, Any]] = {}
-    with SigtermFlag() as sigterm:
+    with StopSignals() as sigterm:
         for phase in config.train.phases:
             summaries[phase] = train_phase(
                 config, workdir, phase, data_dir, sigterm, on_batch=on_batch

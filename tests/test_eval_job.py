@@ -24,6 +24,7 @@ from configs import tiny
 from ssvd_jax import jobs, sweep, visualize
 from ssvd_jax import workdir as workdir_lib
 from ssvd_jax.checkpoint import CheckpointKindError, restore_model
+from ssvd_jax.errors import UserError
 from ssvd_jax.evaluation import results, score
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -186,7 +187,7 @@ def test_checkpoints_without_this_detector_fail_naming_the_folder(trained, tmp_p
     folder = workdir_lib.checkpoint_dir(str(workdir), "phase2")
     with pytest.raises(ValueError, match=f"{folder}.*shape"):
         restore_model(folder, other)
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(UserError, match="nowhere: no such checkpoint folder"):
         restore_model(str(tmp_path / "nowhere"), config)
     from ssvd_jax.checkpoint import Checkpointer
 
