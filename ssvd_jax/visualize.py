@@ -160,9 +160,6 @@ def run_demo(
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".mp4")
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the video private
     writer = imageio_ffmpeg.write_frames(
         tmp, (width, height), fps=fps, macro_block_size=1, pix_fmt_in="rgb24"
     )
@@ -182,6 +179,10 @@ def run_demo(
                 if first_done is None:
                     first_done = time.perf_counter()
         writer.close()
+        # mkstemp's 0600 would make the video private; set after ffmpeg is done with the file.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, output_path)
     except BaseException:
         writer.close()
