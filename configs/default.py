@@ -26,6 +26,8 @@ in the 1x1 convs and eps-free frozen BN, FPN P3-P6 with 256 channels, 2-conv hea
 
 import ml_collections
 
+from ssvd_jax.errors import UserError
+
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     """variant: '' (ResNet-101), 'r101_dcn' (DCNv1 in the last stage) or 'x101_32x4d'
@@ -273,4 +275,4 @@ def sweep(add, name: str = "table2") -> None:
         for variant in ("two_stream", "early_fusion", "motion_guided_sampling"):
             add(**{"model.variant": variant})
     else:
-        raise ValueError(f"unknown sweep {name!r}; choose one of {SWEEPS}")
+        raise UserError("--sweep", f"unknown sweep {name!r}; choose one of {SWEEPS}")

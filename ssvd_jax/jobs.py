@@ -7,11 +7,18 @@ evaluate            a workdir's trained phases, or one checkpoint folder, on `ev
 demo                a model's detections drawn on a video or frame folder, mp4 out
 score               a devkit detections file against ILSVRC annotations, no model
 convert             a PyTorch checkpoint -> an orbax checkpoint folder
+check               an ILSVRC folder checked as the dataset builders check it, nothing built
 (`sweep.py` and `overfit.py`, beside this module, are jobs too.)
+
+Problems the user can fix are raised as `ssvd_jax.errors.UserError` (file and problem);
+`main.py` prints them as one line. Every job validates the config first (`validate_config`),
+and the jobs that write into a workdir hold its lock (`ssvd_jax.locks`): a second run on the
+same workdir is refused, naming the first one's pid.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -22,13 +29,14 @@ import cv2
 import jax
 import numpy as np
 
-from input_pipeline import flow_data, ilsvrc, train_data
+from input_pipeline import dataset_check, flow_data, ilsvrc, train_data
 from input_pipeline.classes import CLASS_NAMES
 from input_pipeline.preprocess import read_frame
 from input_pipeline.synthetic import DETERIORATIONS
-from ssvd_jax import inference, pictures, trainer, visualize
+from ssvd_jax import config_check, inference, locks, pictures, runtime, trainer, visualize
 from ssvd_jax import workdir as workdir_lib
 from ssvd_jax.checkpoint import restore_flownet, restore_model
+from ssvd_jax.errors import UserError
 from ssvd_jax.evaluation import detect, report, subsets, vid_ap
 from ssvd_jax.evaluation import flow as flow_eval
 from ssvd_jax.evaluation import score as score_lib
@@ -43,6 +51,54 @@ class JobResult:
     text: str
     data: dict[str, Any]
     exit_code: int = 0
+
+
+def validate_config(config: Any, mode: str, workdir: str, *, source: str = "config") -> None:
+    """`config_check.validate` for `mode`, before any data or compile work; the training batch
+    is checked against this process's device count when it runs alone (a multi-host run is
+    checked by `train_and_evaluate` once its processes have joined)."""
+    single = config.distributed.num_processes <= 1
+    devices = jax.device_count() if single and mode in config_check.TRAINING_MODES else None
+    config_check.validate(config, mode, workdir, devices=devices, source=source)
+
+
+def workdir_lock(workdir: str) -> contextlib.AbstractContextManager:
+    """The workdir's lock for a job that writes into it; process 0 holds it for a multi-host
+    run (the other processes share the workdir with it)."""
+    if jax.process_index() == 0:
+        return locks.workdir_lock(workdir)
+    return contextlib.nullcontext()
+
+
+def run_mode(mode: str, config: Any, workdir: str, options: dict[str, Any]) -> JobResult:
+    """The job of `main.py --mode=<mode>`; `options` holds the command line's flag values by
+    flag name (checkpoint, input, output, checkpoint_kind, detections, split, frame_list,
+    seq_nms, sweep, config_path). The config is validated first, before anything is
+    written."""
+    from ssvd_jax import overfit, sweep
+
+    validate_config(config, mode, workdir, source=options["config_path"])
+    if mode != "check":  # (the check reads a dataset folder and writes nothing)
+        # Compiled programs persist in the workdir: re-runs, evaluation and the demo reuse them.
+        runtime.enable_compilation_cache(os.path.join(workdir, "jax_cache"))
+    o = options
+    if mode == "train":
+        return train_and_evaluate(config, workdir)
+    if mode == "eval":
+        return evaluate(config, workdir, o["checkpoint"])
+    if mode == "demo":
+        return demo(config, workdir, o["input"], o["output"], o["checkpoint"])
+    if mode == "score":
+        return score(config, workdir, o["detections"], o["split"], o["frame_list"], o["seq_nms"])
+    if mode == "convert":
+        return convert(config, workdir, o["input"], o["checkpoint_kind"])
+    if mode == "sweep":
+        return sweep.run(config, workdir, o["config_path"], o["sweep"])
+    if mode == "overfit":
+        return overfit.run(config, workdir)
+    if mode == "check":
+        return check(config, workdir)
+    raise UserError("--mode", f"unknown mode {mode!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -70,6 +126,12 @@ def train_and_evaluate(
     the first evaluated video; write `<workdir>/summary.json`: per phase the first and final
     (windowed) training metrics and the evaluation's mAP overall and by motion speed."""
     trainer.initialize_distributed(config.distributed)
+    config_check.validate(config, "train", workdir, devices=jax.device_count())
+    with workdir_lock(workdir):
+        return _train_and_evaluate(config, workdir, on_batch)
+
+
+def _train_and_evaluate(config: Any, workdir: str, on_batch: trainer.BatchHook | None) -> JobResult:
     os.makedirs(workdir, exist_ok=True)
     t0 = time.time()
     data_dir = prepare_data(config, workdir)
@@ -329,7 +391,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     seconds = summary.get("seconds", summary.get("train_seconds", 0.0))
     lines = [f"finished in {seconds:.0f}s (training {summary.get('train_seconds', 0.0):.0f}s)"]
     for phase, s in summary["phases"].items():
-        if not s:
+        for d in (s or {}).get("damaged_checkpoints", []):
+            lines.append(
+                f"warning: {phase}: checkpoint step {d['step']} was damaged ({d['reason']}); "
+                f"moved to {d['moved_to']}"
+            )
+        if not s or "final" not in s:
             continue
         terms = ", ".join(
             f"{k} {s['first'][k]:.4f} -> {s['final'][k]:.4f}"
@@ -379,6 +446,12 @@ def format_summary(summary: dict[str, Any]) -> str:
 def evaluate(config: Any, workdir: str, checkpoint: str | None = None) -> JobResult:
     """Evaluate `checkpoint` (a folder of orbax checkpoints) into `<workdir>/eval/<its parent
     folder's name>/`, or every trained phase of `workdir`; the table as text."""
+    validate_config(config, "eval", workdir)
+    with workdir_lock(workdir):
+        return _evaluate(config, workdir, checkpoint)
+
+
+def _evaluate(config: Any, workdir: str, checkpoint: str | None) -> JobResult:
     if not checkpoint:
         summaries, table = detect.evaluate_phases(config, workdir, workdir_lib.PHASES, workdir)
         return JobResult(text=table, data=summaries)
@@ -396,7 +469,7 @@ def latest_checkpoint_dir(workdir: str) -> str:
     """The checkpoints of the last trained phase in `workdir` (phase 2, else phase 1)."""
     phases = detect.trained_phases(workdir)
     if not phases:
-        raise FileNotFoundError(f"{workdir}: no trained phase; pass --checkpoint=FOLDER")
+        raise UserError(workdir, "no trained phase; pass --checkpoint=FOLDER")
     return workdir_lib.checkpoint_dir(workdir, phases[-1])
 
 
@@ -416,6 +489,7 @@ def demo(
 ) -> JobResult:
     """Draw the detections of `checkpoint` (default: the workdir's last trained phase) on a
     video file or frame folder into an mp4."""
+    validate_config(config, "demo", workdir)
     stats = _draw(config, checkpoint or latest_checkpoint_dir(workdir), input_path, output_path)
     text = (
         f"demo: {stats['frames']} frames of {input_path} -> {output_path}, "
@@ -434,15 +508,17 @@ def score(
     seq_nms: bool = False,
 ) -> JobResult:
     """Score a devkit detections file against the annotations under `data.root`; writes
-    `<workdir>/score.json`."""
-    if not config.data.root:
-        raise ValueError("--mode=score needs --config.data.root=DIR (the ILSVRC2015 folder)")
+    `<workdir>/score.json`. A file without detections scores 0 and says so."""
+    validate_config(config, "score", workdir)
     out_json = os.path.join(workdir, "score.json")
     summary = score_lib.score_detections(
         detections, config.data.root, split, frame_list=frame_list, out_json=out_json,
         seq_nms=seq_nms,
     )  # fmt: skip
-    return JobResult(text=f"{report.score_report(summary)}\nwrote {out_json}", data=summary)
+    text = f"{report.score_report(summary)}\nwrote {out_json}"
+    if not summary.get("counts", {}).get("detections"):
+        text += f"\nwarning: {detections}: no detections in it: every AP is 0"
+    return JobResult(text=text, data=summary)
 
 
 def convert(config: Any, workdir: str, source: str, kind: str) -> JobResult:
@@ -450,5 +526,22 @@ def convert(config: Any, workdir: str, source: str, kind: str) -> JobResult:
     checkpoint under `<workdir>/checkpoints`."""
     from ssvd_jax import convert as convert_lib
 
-    folder = convert_lib.run(config, workdir, source, kind)
+    validate_config(config, "convert", workdir)
+    with workdir_lock(workdir):
+        folder = convert_lib.run(config, workdir, source, kind)
     return JobResult(text=f"wrote {kind} variables to {folder}", data={"folder": folder})
+
+
+def check(config: Any, workdir: str) -> JobResult:
+    """Check the ILSVRC folder `data.root` as the dataset builders do (every JPEG decoded,
+    every XML read), without building: every problem with what the build does about it (fix,
+    drop, refuse) and the counts. `exit_code` 1 when the build would refuse the folder."""
+    validate_config(config, "check", workdir)
+    det = config.train.phase1_det
+    result = dataset_check.check_root(
+        config.data.root, datasets=("vid", "det") if det else ("vid",), decode=True
+    )
+    counts = dict(result.findings.counts)
+    data = {"root": result.root, "scanned": result.scanned, "counts": counts,
+            "problems": [dataclasses.asdict(f) for f in result.findings.items]}  # fmt: skip
+    return JobResult(text=result.text(), data=data, exit_code=1 if result.refusals else 0)

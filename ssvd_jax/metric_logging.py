@@ -159,9 +159,10 @@ class _DropLibraryInfo(pylogging.Filter):
         return not any(f in record.pathname for f in self._fragments)
 
 
-def quiet_library_info(fragments: tuple[str, ...] = ("/orbax/",)) -> None:
+def quiet_library_info(fragments: tuple[str, ...] = ("/orbax/", "/xla_bridge.py")) -> None:
     """Drop INFO lines logged from files whose path contains one of `fragments` (orbax logs
-    ~30 INFO lines per checkpoint, drowning the progress lines); warnings still show."""
+    ~30 INFO lines per checkpoint, drowning the progress lines; jax's backend set-up says it
+    found no TPU in every run); warnings still show."""
     handler = logging.get_absl_handler()
     if not any(isinstance(f, _DropLibraryInfo) for f in handler.filters):
         handler.addFilter(_DropLibraryInfo(fragments))

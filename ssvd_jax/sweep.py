@@ -27,6 +27,7 @@ from typing import Any
 from absl import logging
 
 from ssvd_jax import jobs
+from ssvd_jax.errors import UserError
 from ssvd_jax.files import atomic_write_json, atomic_write_text
 
 
@@ -35,8 +36,8 @@ def load_config_module(config_path: str) -> Any:
     path = config_path.split(":", 1)[0]
     name = "sweep_config_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
     spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(f"cannot load config file {path!r}")
+    if spec is None or spec.loader is None or not os.path.isfile(path):
+        raise UserError(path, "cannot load this config file")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -53,7 +54,7 @@ def collect_points(sweep_fn: Callable[..., None], sweep_name: str) -> list[dict[
 
     sweep_fn(add, sweep_name)
     if not points:
-        raise ValueError(f"sweep {sweep_name!r} added no points")
+        raise UserError("--sweep", f"sweep {sweep_name!r} added no points")
     return points
 
 
@@ -67,7 +68,7 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
             for p in parents:
                 node = node[p]
             if leaf not in node:
-                raise KeyError(f"sweep override {key!r}: no such config field")
+                raise UserError("--sweep", f"override {key!r}: no such config field")
             node[leaf] = value
     return point
 
@@ -135,8 +136,13 @@ def run(
     eval_fn = eval_fn or _evaluate_trained_point
     module = load_config_module(config_path)
     if not hasattr(module, "sweep"):
-        raise ValueError(f"{config_path} defines no sweep(add, name)")
+        raise UserError(config_path, "defines no sweep(add, name)")
     points = collect_points(module.sweep, sweep_name)
+    with jobs.workdir_lock(workdir):
+        return _run(config, workdir, sweep_name, points, train_fn, eval_fn)
+
+
+def _run(config, workdir, sweep_name, points, train_fn, eval_fn) -> jobs.JobResult:
     os.makedirs(workdir, exist_ok=True)
     rows = []
     trained: dict[str, str] = {}  # training key -> the point folder that trained it

@@ -176,7 +176,8 @@ def test_main_reports_a_missing_input_in_one_line(trained, tmp_path):
     )  # fmt: skip
     assert missing.returncode != 0
     last = missing.stderr.strip().splitlines()[-1]
-    assert last.startswith("demo failed: ") and "none.mp4" in last, missing.stderr[-2000:]
+    assert last.startswith("error: ") and "none.mp4: " in last, missing.stderr[-2000:]
+    assert missing.returncode == 2
     assert "Traceback" not in missing.stderr
 
 

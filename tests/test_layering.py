@@ -6,7 +6,8 @@ Floors (a module may import only its own floor or lower ones, plus third-party p
   0  ssvd_jax (the package), ssvd_jax.ops.*, files, runtime, metric_logging, workdir, errors
      (the one user-facing error type), locks, configs.*
   1  ssvd_jax.models.*, input_pipeline.*
-  2  objective, checkpoint, evaluation.{vid_ap, motion, seq_nms, results, score, report}
+  2  objective, checkpoint, config_check, evaluation.{vid_ap, motion, seq_nms, results, score,
+     report}
   3  train, inference
   4  trainer, visualize, evaluation.detect
   5  jobs, sweep, overfit, convert
@@ -24,7 +25,8 @@ FLOORS = {
     0: ("ssvd_jax", "ssvd_jax.ops", "ssvd_jax.files", "ssvd_jax.runtime", "ssvd_jax.metric_logging",
         "ssvd_jax.workdir", "ssvd_jax.errors", "ssvd_jax.locks", "configs"),
     1: ("ssvd_jax.models", "input_pipeline"),
-    2: ("ssvd_jax.objective", "ssvd_jax.checkpoint", "ssvd_jax.evaluation.vid_ap",
+    2: ("ssvd_jax.objective", "ssvd_jax.checkpoint", "ssvd_jax.config_check",
+        "ssvd_jax.evaluation.vid_ap",
         "ssvd_jax.evaluation.motion", "ssvd_jax.evaluation.seq_nms",
         "ssvd_jax.evaluation.results", "ssvd_jax.evaluation.score",
         "ssvd_jax.evaluation.report", "ssvd_jax.evaluation.subsets", "ssvd_jax.evaluation"),

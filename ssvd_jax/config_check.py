@@ -1,0 +1,139 @@
+"""Config values checked before any data or compile work: a value that cannot work fails at
+once as a `ConfigError` naming the key and the value, not after a dataset build and a
+five-minute compile. Only what a job would otherwise find out late is checked; the modules
+below keep their own checks (`validate` only asks them earlier).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax.numpy as jnp
+
+from input_pipeline import ilsvrc, train_data
+from ssvd_jax import workdir as workdir_lib
+from ssvd_jax.errors import ConfigError
+from ssvd_jax.models import conv, resnet
+from ssvd_jax.models import ssvd as ssvd_lib
+
+TRAINING_MODES = ("train", "sweep")
+DATA_MODES = TRAINING_MODES + ("eval", "check", "score")
+SCHEDULE_KINDS = ("multistep", "cosine")
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def validate(
+    config: Any, mode: str, workdir: str, *, devices: int | None = None, source: str = "config"
+) -> None:
+    """Raise ConfigError (its file: `source`, e.g. the config file) for the first value that
+    cannot work in `mode` (main.py's modes). `devices`: the number of devices the training
+    batch is split over (None: not checked, e.g. before a multi-host run has started)."""
+
+    def need(ok: bool, key: str, problem: str) -> None:
+        if not ok:
+            node = config
+            for part in key.split("."):
+                node = node[part]
+            raise ConfigError(key, _plain(node), problem, source=source)
+
+    m = config.model
+    need(m.variant in ssvd_lib.VARIANTS, "model.variant", f"one of {ssvd_lib.VARIANTS}")
+    need(m.backbone.norm in conv.NORMS, "model.backbone.norm", f"one of {conv.NORMS}")
+    need(
+        bool(m.backbone.stage_sizes) or m.backbone.depth in resnet.RESNET_SPECS,
+        "model.backbone.depth", f"one of {sorted(resnet.RESNET_SPECS)} (or set stage_sizes)",
+    )  # fmt: skip
+    for key in ("model.dtype", "model.flow_dtype"):
+        need(_is_dtype(config, key), key, "a dtype name such as 'float32' or 'bfloat16'")
+    d = config.data
+    need(_positive(d.image_size), "data.image_size", "must be a positive integer")
+    need(_positive(d.max_boxes), "data.max_boxes", "must be a positive integer")
+    need(_count(d.support_range), "data.support_range", "must be an integer >= 0")
+    need(d.source in ("ilsvrc", "synthetic"), "data.source", "'ilsvrc' or 'synthetic'")
+    need(d.vid_frames in ("sampled", "all"), "data.vid_frames", "'sampled' or 'all'")
+    need(config.eval.schedule in ("release", "paper"), "eval.schedule", "'release' or 'paper'")
+    need(_count(config.eval.num_supports), "eval.num_supports", "must be an integer >= 0")
+    need(_positive(config.eval.batch_videos), "eval.batch_videos", "must be a positive integer")
+    if mode in TRAINING_MODES:
+        _training(config, need, devices)
+    if mode in DATA_MODES:
+        _data_root(config, mode, workdir, need)
+
+
+def _training(config: Any, need: Any, devices: int | None) -> None:
+    phases = tuple(config.train.phases)
+    order = workdir_lib.TRAINING_PHASES
+    need(
+        bool(phases) and all(p in order for p in phases) and len(set(phases)) == len(phases)
+        and list(phases) == sorted(phases, key=order.index),
+        "train.phases", f"a non-empty selection of {order}, in that order",
+    )  # fmt: skip
+    batches = []
+    if set(phases) & set(workdir_lib.PHASES):
+        batches.append("train.batch_size")
+        need(_positive(config.train.num_supports) or "phase2" not in phases,
+             "train.num_supports", "must be a positive integer for phase 2")  # fmt: skip
+        need(config.optimizer.name in OPTIMIZERS, "optimizer.name", f"one of {OPTIMIZERS}")
+    if workdir_lib.FLOW_PHASE in phases:
+        batches.append("flow.batch_size")
+        need(config.flow.optimizer.name in OPTIMIZERS, "flow.optimizer.name",
+             f"one of {OPTIMIZERS}")  # fmt: skip
+    for key in batches:
+        size = config[key.split(".")[0]].batch_size
+        need(_positive(size), key, "must be a positive integer")
+        if devices:
+            need(size % devices == 0, key, f"must be a multiple of the {devices} devices")
+    for phase in phases:
+        s = config.schedule[phase]
+        key = f"schedule.{phase}"
+        need(_positive(s.steps), f"{key}.steps", "must be a positive integer")
+        need(s.kind in SCHEDULE_KINDS, f"{key}.kind", f"one of {SCHEDULE_KINDS}")
+        need(s.learning_rate > 0, f"{key}.learning_rate", "must be positive")
+        need(_count(s.warmup_steps), f"{key}.warmup_steps", "must be an integer >= 0")
+        b = list(s.boundaries)
+        need(b == sorted(b) and all(_positive(x) for x in b), f"{key}.boundaries",
+             "must be increasing positive steps")  # fmt: skip
+    need(_positive(config.checkpoint.every_steps), "checkpoint.every_steps",
+         "must be a positive integer")  # fmt: skip
+    keep = config.checkpoint.max_to_keep
+    need(keep is None or _positive(keep), "checkpoint.max_to_keep", "a positive integer or None")
+    need(_positive(config.log.every_steps), "log.every_steps", "must be a positive integer")
+    need(_positive(config.log.summary_window), "log.summary_window", "must be a positive integer")
+
+
+def _data_root(config: Any, mode: str, workdir: str, need: Any) -> None:
+    """The data root must exist (else IlsvrcFormatError naming it), unless training generates
+    it (`train_data.generates_root`)."""
+    root = workdir_lib.data_root(config, workdir)
+    if mode in ("check", "score"):
+        need(bool(config.data.root), "data.root", f"--mode={mode} needs the ILSVRC2015 folder")
+    training = mode in TRAINING_MODES
+    if os.path.exists(root) or (training and train_data.generates_root(config)):
+        return
+    raise ilsvrc.IlsvrcFormatError(root, train_data.missing_root_problem(config, training))
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_dtype(config: Any, key: str) -> bool:
+    section, name = key.split(".")
+    value = config[section][name]
+    if key == "model.flow_dtype" and not value:
+        return True  # empty: model.dtype
+    try:
+        jnp.dtype(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _plain(value: Any) -> Any:
+    """A config value as the user wrote it (tuples, not ConfigDict internals)."""
+    return tuple(value) if isinstance(value, list | tuple) else value
