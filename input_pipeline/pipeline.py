@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from input_pipeline import augment, builders
+from input_pipeline import augment, builders, ilsvrc
 from input_pipeline.preprocess import normalize
 
 # The expand canvas of `load_clip(mean=None)` (uint8 frames, for tests that look at pixels)
@@ -350,7 +350,12 @@ def load_clip(
     images: dict[int, np.ndarray] = {}
     for f, rec in records.items():
         if (rec.width, rec.height) != (width, height):
-            raise ValueError(f"{table.name}: frames of video {video} differ in size")
+            # Builds refuse such videos now (dataset_check); one built before can hold them.
+            raise ilsvrc.IlsvrcFormatError(
+                f"Data/VID/{table.video_ids[video]}",
+                f"frames differ in size ({width}x{height} and {rec.width}x{rec.height}); "
+                f"rebuild {table.name} (the build now refuses such a video)",
+            )
         img = cv2.imdecode(np.frombuffer(rec.jpeg, np.uint8), _REDUCED_FLAGS[reduction])
         if img is None:
             raise ValueError(f"cannot decode the JPEG of {table.name} record {start + f}")

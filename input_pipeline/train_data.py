@@ -16,6 +16,7 @@ the k-th and later batches of a fresh stream (see `input_pipeline.pipeline`).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from absl import logging
 
 from ssvd_jax import locks
 from ssvd_jax import workdir as workdir_lib
+from ssvd_jax.errors import UserError
 
 PHASES = ("phase1", "phase2")
 
@@ -94,6 +96,21 @@ def _generate(config: Any, root: str) -> None:
     os.replace(tmp, root)  # a crash mid-generation never leaves a partial dataset
 
 
+_LOADER_ERROR = re.compile(r"^(?:[\w.]+\.)?(\w+Error): (.+?): (.+)$", re.MULTILINE)
+
+
+def loader_error(error: Exception) -> UserError | None:
+    """The UserError that a tf.data loader function raised, recovered from the text of the
+    TensorFlow error that wraps it (which also holds the Python traceback); None if none."""
+    names = {c.__name__ for c in _subclasses(UserError)} | {UserError.__name__}
+    found = [m for m in _LOADER_ERROR.finditer(str(error)) if m.group(1) in names]
+    return UserError(found[-1].group(2), found[-1].group(3)) if found else None
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [c for s in cls.__subclasses__() for c in (s, *_subclasses(s))]
+
+
 class Batches(Iterator[dict[str, np.ndarray]]):
     """An endless iterator of numpy batches over a tf.data pipeline. `close()` drops the
     tf.data iterator, which stops its loader threads; next() after close raises StopIteration.
@@ -105,7 +122,15 @@ class Batches(Iterator[dict[str, np.ndarray]]):
     def __next__(self) -> dict[str, np.ndarray]:
         if self._iterator is None:
             raise StopIteration
-        element = next(self._iterator)
+        try:
+            element = next(self._iterator)
+        except StopIteration:
+            raise
+        except Exception as e:  # tf.errors.OpError: a loader function raised
+            user = loader_error(e)
+            if user is None:
+                raise
+            raise user from e
         return {key: value.numpy() for key, value in element.items()}
 
     def close(self) -> None:

@@ -255,6 +255,25 @@ def test_mixed_frame_sizes_are_refused_before_anything_is_built(mini, tmp_path):
     assert not (tfds_dir / "imagenet_vid" / "1.0.0").exists()
 
 
+def test_a_loader_error_inside_tf_data_is_one_line():
+    """A dataset built before the builds refused mixed sizes: the clip loader's error, raised
+    inside tf.data, reaches the trainer as the UserError it was (not TensorFlow's traceback)."""
+    import tensorflow as tf
+
+    def load(x):
+        raise ilsvrc.IlsvrcFormatError("Data/VID/train/v", "frames differ in size (64x48 and 8x8)")
+
+    dataset = tf.data.Dataset.range(8).map(
+        lambda x: {"frames": tf.numpy_function(load, [x], tf.int64)}, num_parallel_calls=2
+    )
+    with pytest.raises(errors.UserError) as caught, train_data.Batches(dataset) as batches:
+        next(batches)
+    assert line_and_status(caught.value) == (
+        "error: Data/VID/train/v: frames differ in size (64x48 and 8x8)",
+        2,
+    )
+
+
 # ----------------------------------------------------------------------------------------------
 # 5. Checkpoints: the newest intact step; damaged ones moved aside; shape mismatches named
 
