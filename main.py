@@ -32,6 +32,8 @@ DEFAULT_CONFIG = "configs/synthetic.py"
 try:  # ml_collections checks the --config.<key> overrides here, against the default config
     config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Config file.", lock_config=True)
 except (AttributeError, KeyError) as e:  # a key the config has no field for
+    if "--debug" in sys.argv:
+        raise
     fail(errors.config_override_error(e, sys.argv, DEFAULT_CONFIG).line())
 flags.DEFINE_string("workdir", "runs/synthetic", "Folder for data, checkpoints and results.")
 MODES = ("train", "eval", "demo", "sweep", "overfit", "convert", "score", "check")
@@ -83,6 +85,8 @@ def parse_flags(argv):
     try:
         return FLAGS(argv)
     except (flags.Error, AttributeError, KeyError) as e:  # a wrong value or --config.<key>
+        if "--debug" in argv:
+            raise
         fail(errors.command_line_error(e, argv, DEFAULT_CONFIG).line())
 
 

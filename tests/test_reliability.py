@@ -532,6 +532,11 @@ def test_config_mistakes_are_one_line_before_any_work(tmp_path):
     )
     assert "Traceback" not in zero.stderr
     assert not workdir.exists()  # rejected before the data generation, the build, the compile
+    debug = main_py(
+        "--config=configs/tiny.py", "--config.train.batch_size=0", "--debug", f"--workdir={workdir}"
+    )
+    assert debug.returncode == 1 and "Traceback" in debug.stderr  # --debug: the traceback
+    assert last_line(debug).startswith("ssvd_jax.errors.ConfigError: configs/tiny.py: train.")
 
 
 def test_config_values_are_checked_against_the_devices_and_phases():
