@@ -195,10 +195,10 @@ def pair_arrays(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A pair as the model's inputs: two normalised BGR crops [S, S, 3] and the flow between
     them [S, S, 2]. Without `rng` (evaluation): the centre crop of the pair as it is. With
-    `rng` (training): image 2 translated by up to `max_shift` pixels in x and y (its borders
-    reflected) and the flow by the same (dense motion everywhere, as FlyingChairs' relative
-    affine transforms give), a random crop of all three, and a left-right mirror half the
-    time."""
+    `rng` (training): half the time, image 2 translated by up to `max_shift` pixels in x and
+    y (sub-pixel, bilinear; its borders reflected) and the flow by the same (dense motion
+    everywhere, as FlyingChairs' relative affine transforms give), a random crop of all three,
+    and a left-right mirror half the time."""
     image1, image2, flow = load_pair(pair)
     height, width = image1.shape[:2]
     size = crop_size
@@ -208,10 +208,13 @@ def pair_arrays(
         shift = np.zeros(2, np.float32)
     else:
         y0, x0 = int(rng.integers(height - size + 1)), int(rng.integers(width - size + 1))
-        shift = rng.integers(-max_shift, max_shift + 1, size=2).astype(np.float32)
-        if shift.any():  # image 2's content moves by `shift` (reflected at the borders)
+        # Half the pairs as they are; the others moved by a sub-pixel amount (flows as small
+        # and as fractional as the videos' own are learnt too, not only whole-pixel shifts).
+        shift = np.zeros(2, np.float32)
+        if max_shift and rng.random() < 0.5:
+            shift = rng.uniform(-max_shift, max_shift, size=2).astype(np.float32)
             matrix = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
-            image2 = cv2.warpAffine(image2, matrix, (width, height), flags=cv2.INTER_NEAREST,
+            image2 = cv2.warpAffine(image2, matrix, (width, height), flags=cv2.INTER_LINEAR,
                                     borderMode=cv2.BORDER_REFLECT_101)  # fmt: skip
     crop1 = image1[y0 : y0 + size, x0 : x0 + size]
     crop2 = image2[y0 : y0 + size, x0 : x0 + size]
@@ -259,8 +262,13 @@ class FlowBatches(Iterator[dict[str, np.ndarray]]):
         mine = chosen[self._host * local : (self._host + 1) * local]
         rngs = [np.random.default_rng([self._seed, 8, self._step, int(k)]) for k in range(local)]
         items = [
-            pair_arrays(self._pairs[i], crop_size=self._size, mean_bgr=self._mean, rng=r,
-                        max_shift=self._max_shift)  # fmt: skip
+            pair_arrays(
+                self._pairs[i],
+                crop_size=self._size,
+                mean_bgr=self._mean,
+                rng=r,
+                max_shift=self._max_shift,
+            )  # fmt: skip
             for i, r in zip(mine, rngs, strict=True)
         ]
         self._step += 1

@@ -14,7 +14,8 @@ over textured, slowly panning backgrounds. Each object moves slowly, medium or f
 of FGFA's motion-IoU buckets (mean IoU with its own box over +-10 frames above 0.9, 0.7-0.9,
 below 0.7). Short segments of frames are deteriorated by motion blur, defocus, partial occlusion
 (object annotated, occluded=1), full occlusion (object hidden and, as in VID, not annotated) and
-illumination changes, so single frames are hard while their neighbours are clean: the situation
+illumination changes, and fast objects are smeared along their motion in bursts (as fast objects
+blur in real video), so single frames are hard while their neighbours are clean: the situation
 temporal aggregation is meant for. DET images are stills of the same classes, sometimes with an
 object of a non-VID DET class (which the DET builder drops). Deterministic from the seed.
 """
@@ -36,7 +37,16 @@ SPEEDS = ("slow", "medium", "fast")
 # Displacement per frame as a fraction of the object's size, per speed bucket. Over +-10 frames
 # these give mean IoUs of about 0.97 / 0.85 / 0.5 (1-D estimate: (1 - k v) / (1 + k v)).
 _SPEED_RANGES = {"slow": (0.0015, 0.003), "medium": (0.012, 0.018), "fast": (0.06, 0.09)}
-DETERIORATIONS = ("motion_blur", "defocus", "partial_occlusion", "full_occlusion", "illumination")
+# Whole-frame deteriorations, scheduled per video (three kinds each, rotating over videos).
+FRAME_DETERIORATIONS = (
+    "motion_blur", "defocus", "partial_occlusion", "full_occlusion", "illumination"
+)  # fmt: skip
+# A fast object smeared along its own motion: in real video fast objects blur (FGFA's fast
+# bucket is where motion blur lives); bursts of a few frames, as objects jerk and accelerate.
+FAST_BLUR = "fast_motion_blur"
+FAST_BLUR_BURSTS = 2  # per fast object per video, 2-5 frames each
+FAST_BLUR_LENGTH = 0.6  # smear length as a fraction of the object's size
+DETERIORATIONS = (*FRAME_DETERIORATIONS, FAST_BLUR)
 _SHAPES = ("ellipse", "rectangle", "triangle", "diamond", "cross", "hexagon", "ring", "star")
 _TEXTURES = ("stripes", "checker", "dots", "waves")
 # A DET class outside the 30 VID classes (person), drawn as clutter that the DET builder drops.
@@ -236,6 +246,27 @@ def _occluder(
     owner[y0:y1, x0:x1] = OCCLUDER
 
 
+def _smear(canvas: np.ndarray, mask: np.ndarray, track: _Track) -> None:
+    """Motion-blur one object along its velocity, in place: the object's pixels smeared over
+    FAST_BLUR_LENGTH of its size (a long exposure of a moving object), blended into what is
+    around it as far as the smear reaches."""
+    height, width = canvas.shape[:2]
+    length = max(5, int(FAST_BLUR_LENGTH * (track.w + track.h) / 2) | 1)
+    angle = float(np.arctan2(track.vy, track.vx))
+    x0 = max(int(track.cx - track.w / 2) - length, 0)
+    x1 = min(int(np.ceil(track.cx + track.w / 2)) + length, width)
+    y0 = max(int(track.cy - track.h / 2) - length, 0)
+    y1 = min(int(np.ceil(track.cy + track.h / 2)) + length, height)
+    region = canvas[y0:y1, x0:x1]
+    alpha = mask[y0:y1, x0:x1].astype(np.float32)
+    # Premultiplied: the object's colour and its coverage smeared alike, then composited.
+    colour = _motion_blur(region * alpha[..., None], length, angle)
+    cover = _motion_blur(alpha, length, angle)[..., None]
+    # Behind the object's own pixels the background is unknown: its smeared surroundings.
+    behind = np.where(alpha[..., None] > 0, _motion_blur(region, length, angle), region)
+    canvas[y0:y1, x0:x1] = colour + behind * (1 - cover)
+
+
 def _motion_blur(image: np.ndarray, length: int, angle: float) -> np.ndarray:
     k = np.zeros((length, length), np.float32)
     c = (length - 1) / 2
@@ -399,8 +430,10 @@ def render_video(
     speeds: Sequence[str],
     deteriorations: Sequence[str],
     generated_fraction: float = 0.2,
+    fast_blur_bursts: int = FAST_BLUR_BURSTS,
 ) -> RenderedVideo:
-    """Render one snippet (see `RenderedVideo`)."""
+    """Render one snippet (see `RenderedVideo`); each fast object smeared in
+    `fast_blur_bursts` bursts."""
     pan = 0.15
     big = _background(rng, int(height * (1 + pan)) + 2, int(width * (1 + pan)) + 2)
     pan_v = rng.uniform(-1, 1, 2) * pan * min(width, height) / max(num_frames, 1) * 0.5
@@ -411,6 +444,11 @@ def render_video(
     ]
     styles = [class_style(t.label) for t in tracks]
     schedule = _schedule(rng, num_frames, deteriorations)
+    bursts = {
+        i: _schedule(rng, num_frames, [FAST_BLUR] * fast_blur_bursts)
+        for i, tr in enumerate(tracks)
+        if tr.speed == "fast" and fast_blur_bursts
+    }
     target = int(rng.integers(num_objects))  # the object that occlusion events hide
     blur_angle = rng.uniform(0, np.pi)
     illum_gain = rng.choice([0.25, 1.9])
@@ -452,6 +490,12 @@ def render_video(
                 ),
                 rng,
             )
+        for i, burst in bursts.items():
+            visible = owner == i
+            if burst[t] and drawn[i][0] is not None and visible.sum() >= 0.1 * drawn[i][1]:
+                _smear(canvas, visible, tracks[i])
+                if FAST_BLUR not in kinds:
+                    kinds.append(FAST_BLUR)
         objects = []
         for i, track in enumerate(tracks):
             box, area = drawn[i]
@@ -546,7 +590,8 @@ def generate(
             video_id = f"{split}/{folder}"
             # Rotate speeds and deteriorations so every kind occurs in every small dataset.
             speeds = [SPEEDS[(v + k) % 3] for k in range(3)]
-            kinds = [DETERIORATIONS[(v + k) % len(DETERIORATIONS)] for k in range(3)]
+            n = len(FRAME_DETERIORATIONS)
+            kinds = [FRAME_DETERIORATIONS[(v + k) % n] for k in range(3)]
             video = render_video(
                 rng,
                 width=width,

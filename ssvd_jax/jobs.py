@@ -37,10 +37,11 @@ from ssvd_jax import config_check, inference, locks, pictures, runtime, trainer,
 from ssvd_jax import workdir as workdir_lib
 from ssvd_jax.checkpoint import restore_flownet, restore_model
 from ssvd_jax.errors import UserError
-from ssvd_jax.evaluation import detect, report, subsets, vid_ap
+from ssvd_jax.evaluation import detect, report, results, subsets, vid_ap
 from ssvd_jax.evaluation import flow as flow_eval
 from ssvd_jax.evaluation import score as score_lib
 from ssvd_jax.files import atomic_write_json
+from ssvd_jax.ops import postprocess
 
 
 @dataclasses.dataclass
@@ -191,7 +192,7 @@ def evaluate_trained(
     if config.eval.demo:
         output = os.path.join(out_workdir, "demo.mp4")
         if len(summaries) > 1:
-            out["demo"] = demo_side_by_side(config, workdir, list(summaries), output)
+            out["demo"] = demo_side_by_side(config, workdir, summaries, output)
         else:
             folder = workdir_lib.checkpoint_dir(workdir, list(summaries)[-1])
             out["demo"] = _draw(config, folder, detect.first_video_folder(config, workdir), output)
@@ -290,16 +291,17 @@ def _fig5(config: Any, workdir: str, path: str) -> bool:
 
 
 def demo_side_by_side(
-    config: Any, workdir: str, phases: Sequence[str], output: str
+    config: Any, workdir: str, summaries: dict[str, dict[str, Any]], output: str
 ) -> dict[str, Any]:
-    """The first evaluated video with each phase's detections side by side (boxes drawn from
-    `eval.demo_min_score`), frames enlarged `eval.demo_scale` times; and, per phase, in how many
-    annotated frames its boxes (score >= `eval.demo_cover_score`, right class, IoU >= 0.5)
-    cover every annotated object."""
+    """The first evaluated video with each evaluated phase's detections side by side (boxes
+    drawn from `eval.demo_min_score`), frames enlarged `eval.demo_scale` times; and, per phase,
+    in how many annotated frames its boxes (score >= `eval.demo_cover_score`, right class,
+    IoU >= 0.5) cover every annotated object. `summaries`: phase -> its evaluation summary;
+    the boxes are the ones its detections file holds (the models are not run again)."""
     root = workdir_lib.data_root(config, workdir)
-    video, _ = score_lib.evaluation_videos(root, config.eval.split, config.eval.frame_list or None)[
-        0
-    ]
+    video, frame_ids = score_lib.evaluation_videos(
+        root, config.eval.split, config.eval.frame_list or None
+    )[0]
     paths = [video.image_path(root, t) for t in range(video.num_frames)]
     originals = [read_frame(p) for p in paths]
     annotations = ilsvrc.read_video_annotations(root, video)
@@ -309,15 +311,10 @@ def demo_side_by_side(
            for f in originals]  # fmt: skip
     panels: dict[str, list[np.ndarray]] = {}
     stats: dict[str, Any] = {"input": os.path.dirname(os.fspath(paths[0])), "output": output}
-    for phase in phases:
-        model, variables, meta = restore_model(workdir_lib.checkpoint_dir(workdir, phase), config)
-        engine = inference.create_engine(config, model, variables, num_videos=1)
-        frames = detect.video_frames(paths, engine.image_size, config.data.pixel_mean_bgr)
-        per_frame = {}
-        run = engine.run([inference.Video(frames, len(paths), (width, height), key=0)])
-        for _, t, dets in run:
-            per_frame[t] = dets
-        label = report.model_label(phase, model.variant)
+    for phase, summary in summaries.items():
+        per_frame = _frame_detections(summary["detections_file"], frame_ids)
+        variant = summary["settings"]["variant"]
+        label = report.model_label(phase, variant)
         panels[label] = [
             visualize.draw_detections(
                 big[t], per_frame[t]._replace(boxes=per_frame[t].boxes * scale), CLASS_NAMES,
@@ -326,7 +323,7 @@ def demo_side_by_side(
             for t in range(len(paths))
         ]  # fmt: skip
         covered, annotated = _coverage(per_frame, annotations, config.eval.demo_cover_score)
-        stats[phase] = {"variant": model.variant, "step": meta["step"],
+        stats[phase] = {"variant": variant, "step": summary["settings"].get("step"),
                         "frames_covered": covered, "frames_annotated": annotated}  # fmt: skip
     qualities = subsets.frame_qualities(root, [video.video_id], [video.frames])
     footer = f"boxes from score {config.eval.demo_min_score}; {video.video_id}"
@@ -340,6 +337,24 @@ def demo_side_by_side(
     pictures.write_video(output, composed, fps=config.eval.demo_fps)
     stats["frames"] = len(composed)
     return stats
+
+
+def _frame_detections(path: str, frame_ids: np.ndarray) -> list[postprocess.Detections]:
+    """Per frame of one video (its global ids), its rows of a detections file as the engine's
+    Detections (original-image pixels)."""
+    dets = results.read_detections(path)
+    out = []
+    for frame_id in frame_ids:
+        rows = dets.frame_id == frame_id
+        n = int(rows.sum())
+        zeros = np.zeros(n, np.int32)  # stream, level, anchor: not in the file
+        out.append(
+            postprocess.Detections(
+                dets.boxes[rows].astype(np.float32), dets.score[rows], dets.label[rows],
+                np.ones(n, bool), zeros, zeros, zeros,
+            )  # fmt: skip
+        )
+    return out
 
 
 def _coverage(per_frame, annotations, min_score: float) -> tuple[int, int]:

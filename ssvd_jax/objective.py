@@ -132,6 +132,14 @@ def flow_at_level(flow_NxHxWx2: Array, height: int, width: int) -> Array:
     return cropped.reshape(n, height, fh, width, fw, 2).mean(axis=(2, 4))
 
 
+def _safe_norm(x: Array) -> Array:
+    """The L2 norm over the last axis with a zero (not NaN) gradient where it is 0 (a zero
+    flow prediction on a zero ground truth: PWC-Net's flow layers start at zero)."""
+    sq = jnp.sum(x * x, axis=-1)
+    positive = sq > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+
 def end_point_errors(raw_flows: dict[str, Array], gt_flow_NxHxWx2: Array, raw_unit: float):
     """Per level ('L2'..'L6'), the per-pixel end-point error [N,h,w] in input pixels of the
     raw flow against the pooled ground truth; and 'full': L2's flow upsampled bilinearly to the
@@ -139,11 +147,11 @@ def end_point_errors(raw_flows: dict[str, Array], gt_flow_NxHxWx2: Array, raw_un
     errors = {}
     for name, raw in raw_flows.items():
         gt = flow_at_level(gt_flow_NxHxWx2, *raw.shape[1:3])
-        errors[name] = jnp.linalg.norm(raw * raw_unit - gt, axis=-1)
+        errors[name] = _safe_norm(raw * raw_unit - gt)
     fine = raw_flows["L2"] * raw_unit
     n, height, width, _ = gt_flow_NxHxWx2.shape
     up = jax.image.resize(fine, (n, height, width, 2), method="bilinear")
-    errors["full"] = jnp.linalg.norm(up - gt_flow_NxHxWx2, axis=-1)
+    errors["full"] = _safe_norm(up - gt_flow_NxHxWx2)
     return errors
 
 

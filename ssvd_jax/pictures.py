@@ -134,7 +134,9 @@ def stream_geometry(
     positions where the sampling stream's deformable conv reads each entry (9 taps x 4 groups),
     and 'flows' [E, H/8, W/8, 2] the motion stream's P3 flow from the reference to each entry,
     in input pixels; 'stride' 8."""
-    _, state = model.apply(variables, np.asarray(clip_TxHxWx3)[None], mutable=["intermediates"])
+    # One compiled program (op-by-op, the model's thousands of primitives cost a minute).
+    run = jax.jit(lambda v, x: model.apply(v, x, mutable=["intermediates"])[1])
+    state = run(variables, np.asarray(clip_TxHxWx3)[None])
     inter = jax.tree.map(np.asarray, state["intermediates"])
     flow = inter["flow_P3"][0][0]  # [E, h, w, 2], P3 pixels
     pred = inter["sample_offset_pred_P3"][0][0]  # [E, h, w, 73]

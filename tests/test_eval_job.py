@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
+from input_pipeline.preprocess import read_frame
 from ssvd_jax import jobs, sweep, visualize
 from ssvd_jax import workdir as workdir_lib
 from ssvd_jax.checkpoint import CheckpointKindError, restore_model
@@ -119,6 +120,40 @@ def test_training_run_evaluates_both_phases_and_draws_a_demo(trained):
     assert (workdir / "eval" / "comparison_val.json").is_file()
     assert [pathlib.Path(p).name for p in summary["pictures"]] == [
         "map_by_speed_and_quality.png", "fig5_sampling_and_flow.png"]  # fmt: skip
+
+
+def test_demo_draws_the_evaluated_detections(trained):
+    """The side-by-side demo draws each phase's detections from its evaluation's file (the
+    models are not run again): per frame of the first val video, the rows equal what the
+    phase's engine detects on that video (file precision: 4-decimal scores, 2-decimal boxes)."""
+    from ssvd_jax import inference
+    from ssvd_jax.evaluation import detect
+
+    config, workdir, _ = trained
+    root = config.data.root
+    video, ids = score.evaluation_videos(root, "val")[0]
+    paths = [video.image_path(root, t) for t in range(video.num_frames)]
+    width, height = read_frame(paths[0]).shape[1::-1]
+    for phase in ("phase1", "phase2"):
+        det_file = os.path.join(workdir_lib.eval_dir(str(workdir), phase), "det_VID_val.txt")
+        drawn = jobs._frame_detections(det_file, ids)
+        model, variables, _ = restore_model(workdir_lib.checkpoint_dir(str(workdir), phase), config)
+        engine = inference.create_engine(config, model, variables, num_videos=1)
+        frames = detect.video_frames(paths, engine.image_size, config.data.pixel_mean_bgr)
+        for _, t, dets in engine.run([inference.Video(frames, len(paths), (width, height))]):
+            keep = np.asarray(dets.valid)
+            want = _rows(np.asarray(dets.labels)[keep], np.asarray(dets.scores)[keep],
+                         np.asarray(dets.boxes)[keep])  # fmt: skip
+            got = _rows(drawn[t].labels, drawn[t].scores, drawn[t].boxes)
+            np.testing.assert_allclose(got, want, atol=6e-3, err_msg=f"{phase} frame {t}")
+
+
+def _rows(labels, scores, boxes):
+    """[label, score, x1, y1, x2, y2] rows at the file's precision, in a canonical order."""
+    rows = np.concatenate(
+        [labels[:, None], np.round(scores, 4)[:, None], np.round(boxes, 2)], axis=1
+    ).astype(np.float64)
+    return rows[np.lexsort(rows.T[::-1])]
 
 
 def test_eval_job_reuses_identical_evaluations(trained):

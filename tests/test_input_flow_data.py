@@ -98,7 +98,7 @@ def test_synthetic_ground_truth_flow_aligns_the_frames(rng):
     seed = int(rng.integers(2**31))
     video = synthetic.render_video(
         np.random.default_rng(seed), width=96, height=96, num_frames=12, labels=(0, 14, 29),
-        max_objects=3, speeds=("fast", "medium", "fast"), deteriorations=(),
+        max_objects=3, speeds=("fast", "medium", "fast"), deteriorations=(), fast_blur_bursts=0,
     )  # fmt: skip
     yy, xx = np.mgrid[0:96, 0:96].astype(np.float32)
 
@@ -208,27 +208,38 @@ def test_flow_batches_are_deterministic_and_flips_negate_u(tmp_path, rng):
 
 
 def test_translated_pairs_move_image_2_and_the_flow_alike(tmp_path, rng):
-    """max_shift: image 2 moved by (dx, dy) and the flow by the same, so image 1 sampled along
-    the flow is image 2 (here: a pair with zero flow, identical images)."""
+    """max_shift: half the pairs as they are, the others with image 2 moved by a sub-pixel
+    (dx, dy) and the flow by the same, so image 2 sampled along the flow is image 1 (here: a
+    pair with zero flow, identical smooth images; bilinear resampling, hence the tolerance)."""
     import cv2
 
-    image = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[0:40, 0:40].astype(np.float32)
+    phase = rng.uniform(0, 6, 3)
+    image = np.stack([120 + 80 * np.sin(0.3 * xx + 0.2 * yy + p) for p in phase], -1)
+    image = image.astype(np.uint8)
     cv2.imwrite(str(tmp_path / "00001_img1.ppm"), image)
     cv2.imwrite(str(tmp_path / "00001_img2.ppm"), image)
     flow_data.write_flo(tmp_path / "00001_flow.flo", np.zeros((40, 40, 2), np.float32))
     (pair,) = flow_data.flying_chairs_pairs(tmp_path)
-    shifts = set()
-    for seed in range(12):
+    shifts, still_pairs = set(), 0
+    for seed in range(16):
         one, two, flow = flow_data.pair_arrays(
             pair, crop_size=32, mean_bgr=(0.0, 0.0, 0.0), rng=np.random.default_rng(seed),
             max_shift=3,
         )  # fmt: skip
         dx, dy = flow[0, 0]
         assert (flow == flow[0, 0]).all() and max(abs(dx), abs(dy)) <= 3
+        if dx == dy == 0:
+            still_pairs += 1
+            np.testing.assert_array_equal(two, one)
+            continue
         shifts.add((float(dx), float(dy)))
-        dx, dy = int(dx), int(dy)
         # Pixel (x, y) of image 1 is at (x + dx, y + dy) in image 2 (away from the borders).
-        np.testing.assert_array_equal(two[4 + dy : 28 + dy, 4 + dx : 28 + dx], one[4:28, 4:28])
-    assert len(shifts) > 3
+        gx, gy = np.meshgrid(np.arange(32, dtype=np.float32), np.arange(32, dtype=np.float32))
+        moved = cv2.remap(two, gx + dx, gy + dy, cv2.INTER_LINEAR)
+        inner = np.s_[4:28, 4:28]
+        assert np.abs(moved[inner] - one[inner]).max() < 12, (seed, dx, dy)
+    assert still_pairs >= 3 and len(shifts) >= 3
+    assert any(dx != round(dx) for dx, _ in shifts)  # sub-pixel
     _, _, still = flow_data.pair_arrays(pair, crop_size=32, mean_bgr=(0.0, 0.0, 0.0), rng=None)
     assert not still.any()  # evaluation: the pair as it is

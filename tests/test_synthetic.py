@@ -180,9 +180,41 @@ def test_deteriorated_frames_exist_and_are_annotated(generated):
                         assert abs(cv2.imread(str(path)).mean() - clean_light) > 15
                     elif kind == "partial_occlusion":
                         assert any(o.occluded for o in ann.objects), (video.video_id, t)
+                    elif kind == synthetic.FAST_BLUR:
+                        # A fast object is smeared in this frame (`_smear`, tested below), and
+                        # it is annotated.
+                        speeds = manifest["videos"][video.video_id]["speeds"]
+                        assert any(speeds[str(o.track_id)] == "fast" for o in ann.objects)
                     elif kind == "full_occlusion":
                         # The hidden object is not annotated (as in VID), but the same tracks
                         # are annotated in the clean frames around the occlusion.
                         tracks_clean = {o.track_id for u in clean for o in anns[u].objects}
                         assert len({o.track_id for o in ann.objects}) < len(tracks_clean)
     assert seen == set(synthetic.DETERIORATIONS)
+
+
+def test_a_fast_object_is_smeared_along_its_motion(rng):
+    """`_smear` blurs the object along its velocity only: across the motion its stripes keep
+    their contrast, along it they wash out; its colour averages out; far pixels are untouched."""
+    size = 128
+    canvas = np.full((size, size, 3), 100.0, np.float32)
+    track = synthetic._Track(
+        label=0, track_id=0, speed="fast", cx=64.0, cy=64.0, w=48.0, h=48.0, vx=3.0, vy=0.0,
+        scale_rate=0.0, colour_jitter=np.zeros(3), phase=0.0,
+    )  # fmt: skip
+    mask = np.zeros((size, size), bool)
+    mask[40:88, 40:88] = True
+    yy, xx = np.mgrid[0:size, 0:size]
+    period = int(rng.integers(3, 6))
+    # Stripes along x (vary with x) and along y (vary with y), in two colour channels.
+    canvas[..., 0][mask] = np.where((xx // period) % 2 == 0, 220.0, 30.0)[mask]
+    canvas[..., 1][mask] = np.where((yy // period) % 2 == 0, 220.0, 30.0)[mask]
+    before = canvas.copy()
+    synthetic._smear(canvas, mask, track)
+    inner = np.s_[56:72, 56:72]  # the smear (29 px) reads only the object here
+    # Motion along x: stripes that vary with x fade, stripes that vary with y stay.
+    assert canvas[inner][..., 0].std() < 0.3 * before[inner][..., 0].std(), period
+    assert canvas[inner][..., 1].std() > 0.8 * before[inner][..., 1].std(), period
+    # Washed out to the stripes' mean colour (over the object: a window holds part stripes).
+    np.testing.assert_allclose(canvas[inner][..., 0].mean(), before[mask][:, 0].mean(), rtol=0.05)
+    np.testing.assert_array_equal(canvas[:, :8], before[:, :8])  # beyond the smear's reach

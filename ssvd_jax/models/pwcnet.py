@@ -44,6 +44,10 @@ OUTPUT_LEVELS = {"P3": 2, "P4": 3, "P5": 4, "P6": 5}
 # scratch (the pwcnet phase) saw no matching signal for its first thousands of steps. Converted
 # weights replace all of this.
 pwc_kernel_init = nn.initializers.variance_scaling(2.0 / 1.01, "fan_in", "truncated_normal")
+# Each decoder's flow prediction starts at zero: a fresh net then predicts zero flow (the
+# zero-flow error, where training from scratch starts) instead of He-scaled noise of tens of
+# pixels (a raw unit is 40) that the loss must first undo at every level.
+flow_kernel_init = nn.initializers.zeros
 
 
 def leaky_relu(x: Array) -> Array:
@@ -139,7 +143,7 @@ class Decoder(nn.Module):
                         kernel_first=channels <= 96, name=f"module{name}_0")  # fmt: skip
             new = leaky_relu(conv(feat))
             feat = jnp.concatenate([new, feat], axis=-1)
-        flow = Conv(2, 3, 1, 1, dtype=self.dtype, kernel_init=pwc_kernel_init, kernel_first=True,
+        flow = Conv(2, 3, 1, 1, dtype=self.dtype, kernel_init=flow_kernel_init, kernel_first=True,
                     name="moduleSix_0")(feat)  # fmt: skip
         return flow, feat
 
