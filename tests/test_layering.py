@@ -5,7 +5,8 @@ layering fails here, not in a review.
 Floors (a module may import only its own floor or lower ones, plus third-party packages):
   0  ssvd_jax (the package), ssvd_jax.ops.*, files, runtime, metric_logging, workdir, configs.*
   1  ssvd_jax.models.*, input_pipeline.*
-  2  objective, checkpoint, evaluation.{vid_ap, motion, seq_nms, results, score, report}
+  2  objective, checkpoint, evaluation.{vid_ap, motion, seq_nms, results, score, report,
+     subsets, tracks, linking, track_ap, stability, track_results}
   3  train, inference
   4  trainer, visualize, evaluation.detect
   5  jobs, sweep, overfit, convert
@@ -26,7 +27,10 @@ FLOORS = {
     2: ("ssvd_jax.objective", "ssvd_jax.checkpoint", "ssvd_jax.evaluation.vid_ap",
         "ssvd_jax.evaluation.motion", "ssvd_jax.evaluation.seq_nms",
         "ssvd_jax.evaluation.results", "ssvd_jax.evaluation.score",
-        "ssvd_jax.evaluation.report", "ssvd_jax.evaluation.subsets", "ssvd_jax.evaluation"),
+        "ssvd_jax.evaluation.report", "ssvd_jax.evaluation.subsets", "ssvd_jax.evaluation",
+        "ssvd_jax.evaluation.tracks", "ssvd_jax.evaluation.linking",
+        "ssvd_jax.evaluation.track_ap", "ssvd_jax.evaluation.stability",
+        "ssvd_jax.evaluation.track_results"),
     3: ("ssvd_jax.train", "ssvd_jax.inference", "ssvd_jax.evaluation.flow"),
     4: ("ssvd_jax.trainer", "ssvd_jax.visualize", "ssvd_jax.pictures",
         "ssvd_jax.evaluation.detect"),

@@ -143,7 +143,7 @@ def load_ground_truth(
             f"{root}: no VID {split} frames found (Data/VID/{split} or Annotations/VID/{split})"
         )
     frame_ids, video_starts = [], []
-    rows, labels, boxes, motions = [], [], [], []
+    rows, labels, boxes, motions, track_ids = [], [], [], [], []
     generated = 0
     row = 0
     for video, ids in videos:
@@ -163,6 +163,7 @@ def load_ground_truth(
             rows.extend([row + t] * len(objs))
             labels.extend(o.label for o in objs)
             boxes.extend(o.box for o in objs)
+            track_ids.extend(o.track_id for o in objs)
             generated += sum(o.generated for o in objs)
         motions.extend(motion.video_motion_iou(per_frame))
         row += video.num_frames
@@ -173,6 +174,7 @@ def load_ground_truth(
         boxes=np.asarray(boxes, np.float64).reshape(-1, 4),
         motion_iou=np.concatenate(motions) if motions else np.zeros(0),
         video_starts=np.asarray(video_starts, np.int64),
+        track_id=np.asarray(track_ids, np.int64),
     )
     counts["videos"] += len(videos)
     counts["frames_without_xml"] += 0  # always reported, 0 included
