@@ -31,12 +31,13 @@ KINDS = ["ssvd", "pwcnet", "resnet"]
 flags.DEFINE_enum("checkpoint_kind", "ssvd", KINDS, "convert: what the --input file holds "
                   "(the authors' SSVD, a PWC-Net, a torchvision ResNet).")  # fmt: skip
 flags.DEFINE_string("detections", None, "score: a `frame_id class score x1 y1 x2 y2` file.")
+flags.DEFINE_string("tracks", None, "score: a `frame_id class track score x1 y1 x2 y2` file.")
 flags.DEFINE_string("split", "val", "score: the VID split whose annotations are the truth.")
 flags.DEFINE_string("frame_list", None, "score: optional frame list defining the frame ids.")
 flags.DEFINE_bool("seq_nms", False, "score: apply Seq-NMS before scoring.")
 flags.DEFINE_string("sweep", "table2", "sweep: which of the config's sweeps to run.")
 
-NEEDS = {"demo": ("input", "output"), "convert": ("input",), "score": ("detections",)}
+NEEDS = {"demo": ("input", "output"), "convert": ("input",)}  # score: detections or tracks
 
 
 def run_job(mode: str, config, workdir: str):
@@ -50,7 +51,7 @@ def run_job(mode: str, config, workdir: str):
         return jobs.demo(config, workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint)
     if mode == "score":
         return jobs.score(config, workdir, FLAGS.detections, FLAGS.split, FLAGS.frame_list,
-                          FLAGS.seq_nms)  # fmt: skip
+                          FLAGS.seq_nms, tracks=FLAGS.tracks)  # fmt: skip
     if mode == "convert":
         return jobs.convert(config, workdir, FLAGS.input, FLAGS.checkpoint_kind)
     if mode == "overfit":

@@ -428,21 +428,49 @@ def demo(
 def score(
     config: Any,
     workdir: str,
-    detections: str,
+    detections: str | None,
     split: str,
     frame_list: str | None = None,
     seq_nms: bool = False,
+    tracks: str | None = None,
 ) -> JobResult:
     """Score a devkit detections file against the annotations under `data.root`; writes
-    `<workdir>/score.json`."""
+    `<workdir>/score.json`. With `tracks` (a track result file), also or instead score its
+    tracks (docs/TRACK_PROTOCOL.md): `<workdir>/score_tracks.json`."""
     if not config.data.root:
         raise ValueError("--mode=score needs --config.data.root=DIR (the ILSVRC2015 folder)")
+    if tracks:
+        return _score_tracks(config, workdir, detections, split, frame_list, seq_nms, tracks)
+    if not detections:
+        raise ValueError("--mode=score needs --detections=FILE or --tracks=FILE")
     out_json = os.path.join(workdir, "score.json")
     summary = score_lib.score_detections(
         detections, config.data.root, split, frame_list=frame_list, out_json=out_json,
         seq_nms=seq_nms,
     )  # fmt: skip
     return JobResult(text=f"{report.score_report(summary)}\nwrote {out_json}", data=summary)
+
+
+def _score_tracks(
+    config: Any,
+    workdir: str,
+    detections: str | None,
+    split: str,
+    frame_list: str | None,
+    seq_nms: bool,
+    tracks: str,
+) -> JobResult:
+    """`score` of a track file (and of a detections file given beside it)."""
+    out_json = os.path.join(workdir, "score_tracks.json")
+    summary = score_lib.score_tracks(
+        tracks, config.data.root, split, frame_list=frame_list, out_json=out_json
+    )
+    text = f"{report.track_report(summary)}\nwrote {out_json}"
+    if detections:
+        both = score(config, workdir, detections, split, frame_list, seq_nms)
+        text = f"{both.text}\n{text}"
+        summary = dict(both.data, tracks=summary)
+    return JobResult(text=text, data=summary)
 
 
 def convert(config: Any, workdir: str, source: str, kind: str) -> JobResult:

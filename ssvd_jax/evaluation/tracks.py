@@ -59,13 +59,15 @@ class TrackConsistencyError(ValueError):
     """A track that breaks a rule of the protocol (two classes, two boxes on one frame).
 
     `row` is the offending row of the input (a detection of the Tracks, or a box of the
-    GroundTruth), so that a reader of files can name the line; `problem` says what is wrong.
+    GroundTruth when `ground_truth`), so that a reader of files can name the line or the XML;
+    `problem` says what is wrong.
     """
 
-    def __init__(self, row: int, problem: str):
+    def __init__(self, row: int, problem: str, ground_truth: bool = False):
         super().__init__(problem)
         self.row = int(row)
         self.problem = problem
+        self.ground_truth = ground_truth
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -149,12 +151,15 @@ def _group(
             int(rows[row]),
             f"{what} {int(track_id[row])} has two classes ({int(label[lead[k]]) + 1} and "
             f"{int(label[row]) + 1})",
+            ground_truth=first_appearance,
         )
     twice = np.r_[False, (g_sorted[1:] == g_sorted[:-1]) & (f_sorted[1:] == f_sorted[:-1])]
     if twice.any():
         row = int(np.min(order[twice]))
         raise TrackConsistencyError(
-            int(rows[row]), f"{what} {int(track_id[row])} has two boxes on one frame"
+            int(rows[row]),
+            f"{what} {int(track_id[row])} has two boxes on one frame",
+            ground_truth=first_appearance,
         )
     sums = np.bincount(g_sorted, weights=score[order], minlength=num)
     return TrackSet(
