@@ -310,6 +310,7 @@ def headline_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     mAP_deteriorated and mAP_<kind>; with 'difference' to the baseline of the comparison
     ({'mAP': {'value', 'low', 'high'}, ...}, bootstrap intervals where computed)."""
     out = {k: summary.get(k) for k in ("mAP", "mAP_slow", "mAP_medium", "mAP_fast")}
+    out.update({k: v for k, v in summary.items() if k.startswith("mAP_track")})
     difference = {}
     for key, entry in summary.get("quality", {}).items():
         metric, subset = key.split("@")
@@ -352,6 +353,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(
             f"{phase} {e['variant']} mAP {report.pct(e['mAP'])}% (slow {report.pct(e['mAP_slow'])},"
             f" medium {report.pct(e['mAP_medium'])}, fast {report.pct(e['mAP_fast'])}{quality})"
+            + _track_text(e)
         )
         for key, d in e.get("difference", {}).items():
             if "low" in d and key in ("mAP", "mAP_fast", "mAP_deteriorated"):
@@ -372,6 +374,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _track_text(entry: dict[str, Any]) -> str:
+    """', mAP_track X% (tau 0.25 a, 0.5 b, 0.75 c)' when the evaluation linked tracks."""
+    if entry.get("mAP_track") is None:
+        return ""
+    taus = ", ".join(f"{k[1:]} {report.pct(entry.get(f'mAP_track{k}'))}" for k in report.TRACK_TAUS)
+    return f", mAP_track {report.pct(entry['mAP_track'])}% (tau {taus})"
+
+
 # ----------------------------------------------------------------------------------------------
 # Evaluation, demo, scoring, conversion
 
@@ -389,7 +399,10 @@ def evaluate(config: Any, workdir: str, checkpoint: str | None = None) -> JobRes
     )
     label = report.model_label(name, summary["settings"]["variant"])
     table = f"evaluation on {config.eval.split} ({root}):\n"
-    return JobResult(text=table + report.comparison_table({label: summary}), data=summary)
+    table += report.comparison_table({label: summary})
+    if "tracks" in summary:
+        table += f"\n{label}: {report.track_headline(summary['tracks'])}"
+    return JobResult(text=table, data=summary)
 
 
 def latest_checkpoint_dir(workdir: str) -> str:
@@ -406,6 +419,7 @@ def _draw(config: Any, folder: str, input_path: str, output_path: str) -> dict[s
     stats = visualize.run_demo(
         engine, input_path, output_path, pixel_mean_bgr=config.data.pixel_mean_bgr,
         class_names=CLASS_NAMES, min_score=config.eval.demo_min_score,
+        link=detect.link_settings(config),
     )  # fmt: skip
     return dict(stats, variant=model.variant, checkpoint=meta["checkpoint"], step=meta["step"],
                 input=input_path, output=output_path)  # fmt: skip
