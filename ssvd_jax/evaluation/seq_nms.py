@@ -18,6 +18,9 @@ without Seq-NMS and NMS (§3), an artefact of its process count. Score ties in t
 taken lower index first (FGFA's reversed argsort is arbitrary on ties). Scores are float64 here;
 FGFA stores the rescored averages in its float32 arrays.
 
+The paths are tracks: `seq_nms_tracks` returns the kept detections with the id of their path
+(docs/TRACK_PROTOCOL.md §3).
+
 After each path only the frames from the path's first frame onwards are recomputed, and the
 recomputation stops once the sums past the path agree with the previous ones, so a video costs
 about one pass per path over the path's own frames.
