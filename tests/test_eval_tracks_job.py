@@ -121,9 +121,14 @@ def test_eval_job_prints_and_stores_mAP_track(fake_checkpoint, tmp_path):
     assert "mAP_track" not in plain.text and "mAP_track" not in plain.data
 
 
-def test_bad_link_settings_fail_before_detecting(fake_checkpoint, tmp_path):
+def test_bad_link_settings_fail_before_restoring(fake_checkpoint, tmp_path, monkeypatch):
     config = fake_checkpoint
     config.eval.link.rescore = "median"
+
+    def restore(*args):
+        raise AssertionError("restored before the settings were checked")
+
+    monkeypatch.setattr(detect, "restore_model", restore)
     with pytest.raises(ValueError, match="rescore 'median'"):
         jobs.evaluate(config, str(tmp_path / "work"), str(tmp_path / "ckpt"))
 

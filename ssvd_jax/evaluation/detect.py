@@ -219,6 +219,7 @@ def evaluate_checkpoint(
     (devkit detections + JSON summary with its 'settings'); an earlier identical evaluation
     there is reused."""
     ev = config.eval
+    link = link_settings(config)  # bad settings fail here, before any restoring or detecting
     summary_path = os.path.join(out_dir, f"summary_VID_{ev.split}.json")
     model, variables, meta = restore_model(folder, config)
     settings = eval_settings(config, model.variant, meta)
@@ -237,7 +238,7 @@ def evaluate_checkpoint(
     summary = evaluate_engine(
         engine, data_root, ev.split, out_dir,
         pixel_mean_bgr=config.data.pixel_mean_bgr, frame_list=ev.frame_list or None,
-        seq_nms=ev.seq_nms, max_videos=ev.max_videos or None, link=link_settings(config),
+        seq_nms=ev.seq_nms, max_videos=ev.max_videos or None, link=link,
     )  # fmt: skip
     summary["settings"] = settings
     results.write_summary(summary_path, summary)
