@@ -45,14 +45,15 @@ flags.DEFINE_string("output", None, "demo: the mp4 file to write.")
 flags.DEFINE_enum("checkpoint_kind", "ssvd", ["ssvd", "pwcnet", "resnet"], "convert: what "
                   "--input holds (the release, a PWC-Net, a torchvision ResNet).")  # fmt: skip
 flags.DEFINE_string("detections", None, "score: a `frame_id class score x1 y1 x2 y2` file.")
+flags.DEFINE_string("tracks", None, "score: a `frame_id class track score x1 y1 x2 y2` file.")
 flags.DEFINE_string("split", "val", "score: the VID split whose annotations are the truth.")
 flags.DEFINE_string("frame_list", None, "score: optional frame list defining the frame ids.")
 flags.DEFINE_bool("seq_nms", False, "score: apply Seq-NMS before scoring.")
 flags.DEFINE_string("sweep", "table2", "sweep: which of the config's sweeps to run.")
 flags.DEFINE_bool("debug", False, "Show the traceback of an error instead of its one line.")
-NEEDS = {"demo": ("input", "output"), "convert": ("input",), "score": ("detections",)}
-OPTIONS = ("checkpoint", "input", "output", "checkpoint_kind", "detections", "split", "frame_list",
-           "seq_nms", "sweep")  # fmt: skip
+NEEDS = {"demo": ("input", "output"), "convert": ("input",)}  # score: detections or tracks
+OPTIONS = ("checkpoint", "input", "output", "checkpoint_kind", "detections", "tracks", "split",
+           "frame_list", "seq_nms", "sweep")  # fmt: skip
 
 
 def main(argv):

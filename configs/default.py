@@ -224,6 +224,15 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     ev.batch_videos = 1  # videos processed in lockstep per engine step (throughput mode)
     ev.cached = True  # per-frame caches (PWC pyramid, offset-predictor half); False: per pair
     ev.seq_nms = False  # offline Seq-NMS before scoring
+    # Tracks (docs/TRACK_PROTOCOL.md): the evaluated detections linked per video and class,
+    # written as tracks_VID_<split>.txt and scored (mAP_track at 0.25/0.5/0.75, stability); the
+    # demo colours boxes by track. Defaults untuned.
+    link = ev.link = ml_collections.ConfigDict()
+    link.method = "viterbi"  # '' (off) | 'viterbi' (D&T's tube linking) | 'seq_nms' (its paths)
+    link.iou_weight = 1.0  # lambda: a path scores its boxes' scores + lambda * its links' IoUs
+    link.min_iou = 0.3  # two boxes link when their IoU reaches this (> 0)
+    link.max_gap = 0  # frames without a box that a link may skip (0: D&T's consecutive frames)
+    link.rescore = "none"  # 'mean' | 'max': every box of a track gets the track's mean / max score
     ev.bootstrap_samples = 1000  # resamples of the videos for the intervals on differences
     ev.bootstrap_seed = 0
     ev.demo = False  # also draw the first evaluated video into <workdir>/demo.mp4

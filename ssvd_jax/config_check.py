@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from input_pipeline import ilsvrc, train_data
 from ssvd_jax import workdir as workdir_lib
 from ssvd_jax.errors import ConfigError
+from ssvd_jax.evaluation import linking
 from ssvd_jax.models import conv, resnet
 from ssvd_jax.models import ssvd as ssvd_lib
 
@@ -55,6 +56,17 @@ def validate(
     need(config.eval.schedule in ("release", "paper"), "eval.schedule", "'release' or 'paper'")
     need(_count(config.eval.num_supports), "eval.num_supports", "must be an integer >= 0")
     need(_positive(config.eval.batch_videos), "eval.batch_videos", "must be a positive integer")
+    link = config.eval.link
+    if link.method:
+        need(
+            link.method in linking.METHODS,
+            "eval.link.method",
+            f"'' (off) or one of {linking.METHODS}",
+        )
+        need(link.rescore in linking.RESCORE, "eval.link.rescore", f"one of {linking.RESCORE}")
+        need(0.0 < link.min_iou <= 1.0, "eval.link.min_iou", "must be in (0, 1]")
+        need(_count(link.max_gap), "eval.link.max_gap", "must be an integer >= 0")
+        need(link.iou_weight >= 0.0, "eval.link.iou_weight", "must be >= 0")
     if mode in TRAINING_MODES:
         _training(config, need, devices)
     if mode in DATA_MODES:

@@ -90,7 +90,8 @@ def run_mode(mode: str, config: Any, workdir: str, options: dict[str, Any]) -> J
     if mode == "demo":
         return demo(config, workdir, o["input"], o["output"], o["checkpoint"])
     if mode == "score":
-        return score(config, workdir, o["detections"], o["split"], o["frame_list"], o["seq_nms"])
+        return score(config, workdir, o["detections"], o["split"], o["frame_list"], o["seq_nms"],
+                     tracks=o["tracks"])  # fmt: skip
     if mode == "convert":
         return convert(config, workdir, o["input"], o["checkpoint_kind"])
     if mode == "sweep":
@@ -350,8 +351,13 @@ def _frame_detections(path: str, frame_ids: np.ndarray) -> list[postprocess.Dete
         zeros = np.zeros(n, np.int32)  # stream, level, anchor: not in the file
         out.append(
             postprocess.Detections(
-                dets.boxes[rows].astype(np.float32), dets.score[rows], dets.label[rows],
-                np.ones(n, bool), zeros, zeros, zeros,
+                dets.boxes[rows].astype(np.float32),
+                dets.score[rows],
+                dets.label[rows],
+                np.ones(n, bool),
+                zeros,
+                zeros,
+                zeros,
             )  # fmt: skip
         )
     return out
@@ -387,6 +393,7 @@ def headline_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     mAP_deteriorated and mAP_<kind>; with 'difference' to the baseline of the comparison
     ({'mAP': {'value', 'low', 'high'}, ...}, bootstrap intervals where computed)."""
     out = {k: summary.get(k) for k in ("mAP", "mAP_slow", "mAP_medium", "mAP_fast")}
+    out.update({k: v for k, v in summary.items() if k.startswith("mAP_track")})
     difference = {}
     for key, entry in summary.get("quality", {}).items():
         metric, subset = key.split("@")
@@ -434,6 +441,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(
             f"{phase} {e['variant']} mAP {report.pct(e['mAP'])}% (slow {report.pct(e['mAP_slow'])},"
             f" medium {report.pct(e['mAP_medium'])}, fast {report.pct(e['mAP_fast'])}{quality})"
+            + _track_text(e)
         )
         for key, d in e.get("difference", {}).items():
             if "low" in d and key in ("mAP", "mAP_fast", "mAP_deteriorated"):
@@ -452,6 +460,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     for path in summary.get("pictures", []):
         lines.append(f"picture: {path}")
     return "\n".join(lines)
+
+
+def _track_text(entry: dict[str, Any]) -> str:
+    """', mAP_track X% (tau 0.25 a, 0.5 b, 0.75 c)' when the evaluation linked tracks."""
+    if entry.get("mAP_track") is None:
+        return ""
+    taus = ", ".join(f"{k[1:]} {report.pct(entry.get(f'mAP_track{k}'))}" for k in report.TRACK_TAUS)
+    return f", mAP_track {report.pct(entry['mAP_track'])}% (tau {taus})"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -477,7 +493,10 @@ def _evaluate(config: Any, workdir: str, checkpoint: str | None) -> JobResult:
     )
     label = report.model_label(name, summary["settings"]["variant"])
     table = f"evaluation on {config.eval.split} ({root}):\n"
-    return JobResult(text=table + report.comparison_table({label: summary}), data=summary)
+    table += report.comparison_table({label: summary})
+    if "tracks" in summary:
+        table += f"\n{label}: {report.track_headline(summary['tracks'])}"
+    return JobResult(text=table, data=summary)
 
 
 def latest_checkpoint_dir(workdir: str) -> str:
@@ -494,6 +513,7 @@ def _draw(config: Any, folder: str, input_path: str, output_path: str) -> dict[s
     stats = visualize.run_demo(
         engine, input_path, output_path, pixel_mean_bgr=config.data.pixel_mean_bgr,
         class_names=CLASS_NAMES, min_score=config.eval.demo_min_score,
+        link=detect.link_settings(config),
     )  # fmt: skip
     return dict(stats, variant=model.variant, checkpoint=meta["checkpoint"], step=meta["step"],
                 input=input_path, output=output_path)  # fmt: skip
@@ -517,14 +537,21 @@ def demo(
 def score(
     config: Any,
     workdir: str,
-    detections: str,
+    detections: str | None,
     split: str,
     frame_list: str | None = None,
     seq_nms: bool = False,
+    tracks: str | None = None,
 ) -> JobResult:
     """Score a devkit detections file against the annotations under `data.root`; writes
-    `<workdir>/score.json`. A file without detections scores 0 and says so."""
+    `<workdir>/score.json`. A file without detections scores 0 and says so. With `tracks` (a
+    track result file), also or instead score its tracks (docs/TRACK_PROTOCOL.md):
+    `<workdir>/score_tracks.json`."""
     validate_config(config, "score", workdir)
+    if tracks:
+        return _score_tracks(config, workdir, detections, split, frame_list, seq_nms, tracks)
+    if not detections:
+        raise UserError("--mode=score", "needs --detections=FILE or --tracks=FILE")
     out_json = os.path.join(workdir, "score.json")
     summary = score_lib.score_detections(
         detections, config.data.root, split, frame_list=frame_list, out_json=out_json,
@@ -533,6 +560,28 @@ def score(
     text = f"{report.score_report(summary)}\nwrote {out_json}"
     if not summary.get("counts", {}).get("detections"):
         text += f"\nwarning: {detections}: no detections in it: every AP is 0"
+    return JobResult(text=text, data=summary)
+
+
+def _score_tracks(
+    config: Any,
+    workdir: str,
+    detections: str | None,
+    split: str,
+    frame_list: str | None,
+    seq_nms: bool,
+    tracks: str,
+) -> JobResult:
+    """`score` of a track file (and of a detections file given beside it)."""
+    out_json = os.path.join(workdir, "score_tracks.json")
+    summary = score_lib.score_tracks(
+        tracks, config.data.root, split, frame_list=frame_list, out_json=out_json
+    )
+    text = f"{report.track_report(summary)}\nwrote {out_json}"
+    if detections:
+        both = score(config, workdir, detections, split, frame_list, seq_nms)
+        text = f"{both.text}\n{text}"
+        summary = dict(both.data, tracks=summary)
     return JobResult(text=text, data=summary)
 
 

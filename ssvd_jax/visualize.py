@@ -98,15 +98,24 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def track_colour(track_id: int) -> list[int]:
+    """A BGR colour per track id: hues 0.618... turns apart (the golden ratio), so ids close
+    in number look different."""
+    hue = int((track_id * 0.6180339887 % 1.0) * 180)
+    return cv2.cvtColor(np.uint8([[[hue, 220, 255]]]), cv2.COLOR_HSV2BGR)[0, 0].tolist()
+
+
 def draw_detections(
     frame_bgr: np.ndarray,
     detections: Detections,
     class_names: tuple[str, ...],
     min_score: float,
+    track_ids: np.ndarray | None = None,
 ) -> np.ndarray:
     """Boxes with class names and scores drawn on a copy of the frame, the best on top. A box
     that overlaps a better-scoring drawn one by IoU > `DRAW_OVERLAP` (another class's guess at
-    the same object) is left out, so every object shows one readable label."""
+    the same object) is left out, so every object shows one readable label. With `track_ids`
+    ([K], one per detection row) boxes are coloured by track and labelled `#id class score`."""
     out = frame_bgr.copy()
     scores = np.asarray(detections.scores)
     candidates = np.flatnonzero(np.asarray(detections.valid) & (scores >= min_score))
@@ -122,14 +131,57 @@ def draw_detections(
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         hue = (int(label) * 47) % 180
         colour = cv2.cvtColor(np.uint8([[[hue, 220, 255]]]), cv2.COLOR_HSV2BGR)[0, 0].tolist()
-        cv2.rectangle(out, (x1, y1), (x2, y2), colour, 2)
         text = f"{class_names[int(label)]} {float(score):.2f}"
+        if track_ids is not None:
+            colour = track_colour(int(track_ids[index]))
+            text = f"#{int(track_ids[index])} {text}"
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, 2)
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
         top = max(y1 - th - 4, 0)
         cv2.rectangle(out, (x1, top), (x1 + tw + 2, top + th + 4), colour, -1)
         cv2.putText(out, text, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                     (0, 0, 0), 1, cv2.LINE_AA)  # fmt: skip
     return out
+
+
+def link_video_detections(
+    per_frame: list[Detections], link: dict[str, Any]
+) -> tuple[list[Detections], list[np.ndarray]]:
+    """One video's detections linked into tracks (`evaluation.linking.link` with `link`'s
+    settings): per frame, the detections (rescored when `link` says so, suppressed ones no
+    longer valid; `stream`, `level` and `anchor` are left as they came) and the track id of
+    each row (-1 for invalid rows)."""
+    # Only the tracked demo needs the protocol code (a lower floor, DESIGN.md).
+    from ssvd_jax.evaluation import linking, vid_ap
+
+    rows = [np.flatnonzero(np.asarray(d.valid)) for d in per_frame]
+    dets = vid_ap.Detections(
+        np.concatenate([np.full(len(r), t + 1) for t, r in enumerate(rows)] + [[]]),
+        np.concatenate([np.asarray(d.labels)[r] for d, r in zip(per_frame, rows, strict=True)]
+                       + [[]]),
+        np.concatenate([np.asarray(d.scores)[r] for d, r in zip(per_frame, rows, strict=True)]
+                       + [[]]),
+        np.concatenate([np.asarray(d.boxes)[r] for d, r in zip(per_frame, rows, strict=True)]
+                       + [np.zeros((0, 4))]),
+    )  # fmt: skip
+    tracks = linking.link(dets, [np.arange(1, len(per_frame) + 1)], **link)
+    out_dets, out_ids = [], []
+    for t, d in enumerate(per_frame):
+        mine = np.flatnonzero(tracks.dets.frame_id == t + 1)
+        k = len(np.asarray(d.valid))
+        n = min(len(mine), k)
+        ids = np.full(k, -1, np.int64)
+        ids[:n] = tracks.track_id[mine[:n]]
+        boxes = np.zeros((k, 4), np.float32)
+        boxes[:n] = tracks.dets.boxes[mine[:n]]
+        scores = np.zeros(k, np.float32)
+        scores[:n] = tracks.dets.score[mine[:n]]
+        labels = np.zeros(k, np.int32)
+        labels[:n] = tracks.dets.label[mine[:n]]
+        valid = np.arange(k) < n
+        out_dets.append(d._replace(boxes=boxes, scores=scores, labels=labels, valid=valid))
+        out_ids.append(ids)
+    return out_dets, out_ids
 
 
 def run_demo(
@@ -140,12 +192,22 @@ def run_demo(
     pixel_mean_bgr: tuple[float, ...],
     class_names: tuple[str, ...],
     min_score: float,
+    link: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Detect every frame of a video with an `inference.OnlineEngine` and write the drawn video.
+
+    With `link` (`evaluation.linking.link`'s settings) the whole video is detected first, its
+    detections linked into tracks offline, then the video is read again and drawn with boxes
+    coloured by track and labelled with the track id.
 
     Returns {'frames': n, 'seconds': wall time, 'fps': frames per second after the first frame
     (the first waits for the compile); reading, drawing and writing included}.
     """
+    if link:
+        return _run_tracked_demo(
+            engine, input_path, output_path, pixel_mean_bgr=pixel_mean_bgr,
+            class_names=class_names, min_score=min_score, link=link,
+        )  # fmt: skip
     import imageio_ffmpeg
 
     frames, count, (width, height), fps = open_video(input_path)
@@ -192,3 +254,75 @@ def run_demo(
     # Steady state: from the first drawn frame (which waited for the compile) to the last.
     fps = (written - 1) / (end - first_done) if written > 1 else float("nan")
     return {"frames": written, "seconds": end - start, "fps": fps}
+
+
+def _write_video(output_path: str, frames: Iterator[np.ndarray], size: tuple[int, int],
+                 fps: float) -> int:  # fmt: skip
+    """Write BGR frames to an mp4 atomically (a temporary file renamed when complete)."""
+    import imageio_ffmpeg
+
+    folder = os.path.dirname(os.path.abspath(output_path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".mp4")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    writer = imageio_ffmpeg.write_frames(tmp, size, fps=fps, macro_block_size=1, pix_fmt_in="rgb24")
+    written = 0
+    with _ffmpeg_subprocess():
+        writer.send(None)
+    try:
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame[..., ::-1]))
+            written += 1
+        writer.close()
+        os.replace(tmp, output_path)
+    except BaseException:
+        writer.close()
+        os.unlink(tmp)
+        raise
+    return written
+
+
+def _run_tracked_demo(
+    engine: Any,
+    input_path: str,
+    output_path: str,
+    *,
+    pixel_mean_bgr: tuple[float, ...],
+    class_names: tuple[str, ...],
+    min_score: float,
+    link: dict[str, Any],
+) -> dict[str, float]:
+    """`run_demo` with tracks: detect all frames, link, read the video again and draw."""
+    frames, count, (width, height), fps = open_video(input_path)
+    per_frame: dict[int, Detections] = {}
+    start = time.perf_counter()
+    first_done = None
+
+    def normalised() -> Iterator[np.ndarray]:
+        for frame in frames:
+            yield preprocess(frame, image_size=engine.image_size, mean_bgr=pixel_mean_bgr)
+
+    video = Video(normalised(), count, (width, height), key=input_path)
+    with progress_bar(count, "demo (detect)", unit="frame") as bar:
+        for _, t, dets in engine.run([video]):
+            per_frame[t] = jax_free(dets)
+            bar.update(1)
+            if first_done is None:
+                first_done = time.perf_counter()
+    ordered = [per_frame[t] for t in range(len(per_frame))]
+    linked, ids = link_video_detections(ordered, link)
+    frames, _, _, _ = open_video(input_path)
+    drawn = (draw_detections(f, linked[t], class_names, min_score, ids[t])
+             for t, f in enumerate(frames))  # fmt: skip
+    written = _write_video(output_path, drawn, (width, height), fps)
+    end = time.perf_counter()
+    rate = (written - 1) / (end - first_done) if written > 1 and first_done else float("nan")
+    return {"frames": written, "seconds": end - start, "fps": rate}
+
+
+def jax_free(dets: Detections) -> Detections:
+    """The detections as numpy arrays (the engine may hand back device arrays)."""
+    return Detections(*(np.asarray(a) for a in dets))

@@ -7,7 +7,7 @@ Floors (a module may import only its own floor or lower ones, plus third-party p
      (the one user-facing error type), locks, configs.*
   1  ssvd_jax.models.*, input_pipeline.*
   2  objective, checkpoint, config_check, evaluation.{vid_ap, motion, seq_nms, results, score,
-     report}
+     report, subsets, tracks, linking, track_ap, stability, track_results}
   3  train, inference
   4  trainer, visualize, evaluation.detect
   5  jobs, sweep, overfit, convert
@@ -29,7 +29,10 @@ FLOORS = {
         "ssvd_jax.evaluation.vid_ap",
         "ssvd_jax.evaluation.motion", "ssvd_jax.evaluation.seq_nms",
         "ssvd_jax.evaluation.results", "ssvd_jax.evaluation.score",
-        "ssvd_jax.evaluation.report", "ssvd_jax.evaluation.subsets", "ssvd_jax.evaluation"),
+        "ssvd_jax.evaluation.report", "ssvd_jax.evaluation.subsets", "ssvd_jax.evaluation",
+        "ssvd_jax.evaluation.tracks", "ssvd_jax.evaluation.linking",
+        "ssvd_jax.evaluation.track_ap", "ssvd_jax.evaluation.stability",
+        "ssvd_jax.evaluation.track_results"),
     3: ("ssvd_jax.train", "ssvd_jax.inference", "ssvd_jax.evaluation.flow"),
     4: ("ssvd_jax.trainer", "ssvd_jax.visualize", "ssvd_jax.pictures",
         "ssvd_jax.evaluation.detect"),

@@ -30,7 +30,7 @@ from input_pipeline.preprocess import preprocess, read_frame
 from ssvd_jax import inference, metric_logging
 from ssvd_jax import workdir as workdir_lib
 from ssvd_jax.checkpoint import restore_model
-from ssvd_jax.evaluation import report, results, score, subsets, vid_ap
+from ssvd_jax.evaluation import linking, report, results, score, subsets, track_results, vid_ap
 from ssvd_jax.files import atomic_write_text
 
 
@@ -109,10 +109,13 @@ def evaluate_engine(
     frame_list: os.PathLike | str | None,
     seq_nms: bool,
     max_videos: int | None,
+    link: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Detect, write `<out_dir>/det_VID_<split>.txt`, score, write the JSON summary. With a
     `per_stream` engine, each stream's own detections go to `det_VID_<split>_<stream>.txt`,
-    and their scores into the summary's 'streams'."""
+    and their scores into the summary's 'streams'. With `link` (`linking.link`'s settings,
+    `method` non-empty), the detections linked into tracks go to `tracks_VID_<split>.txt`, their
+    scores into the summary's 'tracks' and its mAP_track* keys (`link_and_score`)."""
     os.makedirs(out_dir, exist_ok=True)
     by_name, stats = detect_videos(
         engine, data_root, split, pixel_mean_bgr=pixel_mean_bgr, frame_list=frame_list,
@@ -133,11 +136,38 @@ def evaluate_engine(
     summary = scored.pop("fused")
     if scored:
         summary["streams"] = scored
+    if link and link.get("method"):
+        link_and_score(summary, by_name["fused"], data_root, split, frame_list_for_score,
+                       out_dir, link)  # fmt: skip
     # Detection throughput, reading and preprocessing the JPEGs included.
     summary.update(detect_seconds=stats["detect_seconds"],
                    frames_per_second=stats["frames_per_second"])  # fmt: skip
     results.write_summary(os.path.join(out_dir, f"summary_VID_{split}.json"), summary)
     return summary
+
+
+def link_and_score(
+    summary: dict[str, Any],
+    dets: vid_ap.Detections,
+    data_root: os.PathLike | str,
+    split: str,
+    frame_list: os.PathLike | str | None,
+    out_dir: os.PathLike | str,
+    link: dict[str, Any],
+) -> None:
+    """Link `dets` into tracks per video and class, write `<out_dir>/tracks_VID_<split>.txt`,
+    score it (docs/TRACK_PROTOCOL.md) into `summary['tracks']` and copy the headline keys
+    (mAP_track, mAP_track@<tau>) to the summary's top level."""
+    video_ids = [ids for _, ids in score.evaluation_videos(data_root, split, frame_list)]
+    start = time.perf_counter()
+    tracks = linking.link(dets, video_ids, **link)
+    seconds = time.perf_counter() - start
+    path = os.path.join(out_dir, f"tracks_VID_{split}.txt")
+    track_results.write_tracks(path, tracks)
+    scored = score.score_tracks(path, data_root, split, frame_list=frame_list)
+    scored.update(link=dict(link), link_seconds=seconds)
+    summary["tracks"] = scored
+    summary.update({k: v for k, v in scored.items() if k.startswith("mAP_track")})
 
 
 def _subset_list(
@@ -169,6 +199,7 @@ _EVAL_FIELDS = ("schedule", "num_supports", "split", "frame_list", "max_videos",
 def eval_settings(config: Any, variant: str, meta: dict[str, Any]) -> dict[str, Any]:
     """Everything an evaluation's numbers depend on (weights by folder and step)."""
     settings = {k: config.eval[k] for k in _EVAL_FIELDS}
+    settings["link"] = config.eval.link.to_dict()
     settings.update(
         checkpoint=meta["checkpoint"],
         step=meta["step"],
@@ -188,6 +219,7 @@ def evaluate_checkpoint(
     (devkit detections + JSON summary with its 'settings'); an earlier identical evaluation
     there is reused."""
     ev = config.eval
+    link = link_settings(config)  # bad settings fail here, before any restoring or detecting
     summary_path = os.path.join(out_dir, f"summary_VID_{ev.split}.json")
     model, variables, meta = restore_model(folder, config)
     settings = eval_settings(config, model.variant, meta)
@@ -206,11 +238,20 @@ def evaluate_checkpoint(
     summary = evaluate_engine(
         engine, data_root, ev.split, out_dir,
         pixel_mean_bgr=config.data.pixel_mean_bgr, frame_list=ev.frame_list or None,
-        seq_nms=ev.seq_nms, max_videos=ev.max_videos or None,
+        seq_nms=ev.seq_nms, max_videos=ev.max_videos or None, link=link,
     )  # fmt: skip
     summary["settings"] = settings
     results.write_summary(summary_path, summary)
     return summary
+
+
+def link_settings(config: Any) -> dict[str, Any] | None:
+    """`linking.link`'s keyword arguments from `eval.link` (checked), None when it is off."""
+    settings = config.eval.link.to_dict()
+    if not settings["method"]:
+        return None
+    linking.check_settings(**settings)
+    return settings
 
 
 def trained_phases(workdir: str, phases: Sequence[str] = workdir_lib.PHASES) -> list[str]:
@@ -261,7 +302,10 @@ def evaluate_phases(
         os.path.join(out_workdir, "eval", f"results_{split}.md"),
         f"ImageNet VID protocol on {root} ({split}); motion speed buckets as FGFA.\n\n{table}\n",
     )
-    return summaries, f"evaluation on {split} ({root}):\n{table}"
+    tracks = [f"{label}: {report.track_headline(s['tracks'])}" for label, s in rows.items()
+              if "tracks" in s]  # fmt: skip
+    text = "\n".join([f"evaluation on {split} ({root}):\n{table}", *tracks])
+    return summaries, text
 
 
 def compare_models(

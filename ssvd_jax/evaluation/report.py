@@ -49,6 +49,52 @@ def score_report(summary: dict[str, Any]) -> str:
     return f"{class_table(summary)}\n{headline}"
 
 
+TRACK_TAUS = ("@0.25", "@0.5", "@0.75")
+
+
+def track_headline(summary: dict[str, Any]) -> str:
+    """One line: mAP_track, per tau, and the stability errors of the matched tracks."""
+    per_tau = ", ".join(f"tau {k[1:]} {pct(summary.get(f'mAP_track{k}'))}" for k in TRACK_TAUS)
+    line = f"mAP_track {pct(summary.get('mAP_track'))}% ({per_tau})"
+    st = summary.get("stability")
+    if st and st.get("num_tracks"):
+
+        def num(v: float | None) -> str:
+            return "-" if v is None or v != v else f"{v:.3f}"
+
+        line += (
+            f"; stability of the {st['num_tracks']} tracks matched at tau {st['tau']:g}: "
+            f"fragment {num(st['fragment_error'])}, centre {num(st['center_error'])}, "
+            f"scale+ratio {num(st['scale_ratio_error'])} (sum {num(st['total'])})"
+        )
+    return line
+
+
+def track_report(summary: dict[str, Any]) -> str:
+    """`--mode=score --tracks`'s output: AP_track per class at each tau, then the headline."""
+
+    def cell(v: float | None) -> str:
+        return "     -" if v is None or v != v else f"{v:6.4f}"
+
+    taus = [k[1:] for k in TRACK_TAUS]
+    head = f"{'class':<14}{'AP_track':>10}" + "".join(f"{t:>8}" for t in taus) + f"{'#tracks':>9}"
+    lines = [head, "-" * len(head)]
+    for name in CLASS_NAMES:
+        lines.append(
+            f"{name:<14}    {cell(summary['AP_track'][name])}"
+            + "".join(f"  {cell(summary[f'AP_track{k}'][name])}" for k in TRACK_TAUS)
+            + f"{summary['num_gt_tracks'][name]:>9d}"
+        )
+    lines.append("-" * len(head))
+    counts = summary.get("track_counts", {})
+    lines.append(
+        f"{track_headline(summary)}\n({counts.get('tracks', 0)} tracks of "
+        f"{counts.get('track_detections', 0)} detections, {counts.get('gt_tracks', 0)} "
+        f"ground-truth tracks, {counts.get('frames', 0)} frames)"
+    )
+    return "\n".join(lines)
+
+
 def model_label(name: str, variant: str) -> str:
     """A table row's name for an evaluated model (`name`: its phase or checkpoint folder)."""
     if variant == "single_frame":
@@ -57,15 +103,19 @@ def model_label(name: str, variant: str) -> str:
 
 
 def comparison_table(rows: dict[str, dict[str, Any]]) -> str:
-    """Markdown: one row per evaluated model, mAP overall and by motion speed, frames/s."""
+    """Markdown: one row per evaluated model, mAP overall and by motion speed, frames/s; and
+    mAP_track when a model's detections were linked into tracks."""
+    tracks = any(s.get("mAP_track") is not None for s in rows.values())
+    extra = (" mAP_track |", "---|") if tracks else ("", "")
     lines = [
-        "| model | mAP (%) | slow | medium | fast | frames/s |",
-        "|---|---|---|---|---|---|",
+        "| model | mAP (%) | slow | medium | fast |" + extra[0] + " frames/s |",
+        "|---|---|---|---|---|" + extra[1] + "---|",
     ]
     for label, s in rows.items():
+        track = f" {pct(s.get('mAP_track'))} |" if tracks else ""
         lines.append(
             f"| {label} | {pct(s.get('mAP'))} | {pct(s.get('mAP_slow'))} | "
-            f"{pct(s.get('mAP_medium'))} | {pct(s.get('mAP_fast'))} | "
+            f"{pct(s.get('mAP_medium'))} | {pct(s.get('mAP_fast'))} |{track} "
             f"{s.get('frames_per_second', float('nan')):.1f} |"
         )
     return "\n".join(lines)

@@ -24,6 +24,7 @@ named: FGFA's class lookup fails on it too, and the VID release has none.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import pathlib
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from input_pipeline import classes, ilsvrc
-from ssvd_jax.evaluation import motion, results, vid_ap
+from ssvd_jax.evaluation import motion, results, stability, track_ap, track_results, tracks, vid_ap
 from ssvd_jax.evaluation import seq_nms as seq_nms_lib
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,8 @@ def load_ground_truth(
     frame_list: PathLike | None = None,
     counts: collections.Counter | None = None,
 ) -> vid_ap.GroundTruth:
-    """Ground truth of every listed frame, with FGFA motion IoUs and video boundaries.
+    """Ground truth of every listed frame, with FGFA motion IoUs, video boundaries and the XML
+    track ids.
 
     `counts` receives videos, frames, frames_without_xml, frames_without_gt, gt_boxes and
     gt_generated.
@@ -143,7 +145,7 @@ def load_ground_truth(
             root, f"no VID {split} frames found (Data/VID/{split} or Annotations/VID/{split})"
         )
     frame_ids, video_starts = [], []
-    rows, labels, boxes, motions = [], [], [], []
+    rows, labels, boxes, motions, track_ids = [], [], [], [], []
     generated = 0
     row = 0
     for video, ids in videos:
@@ -163,6 +165,7 @@ def load_ground_truth(
             rows.extend([row + t] * len(objs))
             labels.extend(o.label for o in objs)
             boxes.extend(o.box for o in objs)
+            track_ids.extend(o.track_id for o in objs)
             generated += sum(o.generated for o in objs)
         motions.extend(motion.video_motion_iou(per_frame))
         row += video.num_frames
@@ -173,6 +176,7 @@ def load_ground_truth(
         boxes=np.asarray(boxes, np.float64).reshape(-1, 4),
         motion_iou=np.concatenate(motions) if motions else np.zeros(0),
         video_starts=np.asarray(video_starts, np.int64),
+        track_id=np.asarray(track_ids, np.int64),
     )
     counts["videos"] += len(videos)
     counts["frames_without_xml"] += 0  # always reported, 0 included
@@ -258,6 +262,88 @@ def score_detections(
         log.warning(
             "%d detections are on frames outside the list and were dropped",
             counts["detections_off_list"],
+        )
+    if out_json is not None:
+        results.write_summary(out_json, summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------
+# Tracks (docs/TRACK_PROTOCOL.md)
+
+
+def tau_key(tau: float) -> str:
+    """The summary key suffix of an overlap fraction: '@0.25', '@0.5', '@0.75'."""
+    return f"@{tau:g}"
+
+
+def evaluate_tracks(
+    gt: vid_ap.GroundTruth, preds: tracks.Tracks, counts: collections.Counter | None = None
+) -> dict[str, Any]:
+    """The summary dict of `score_tracks` for in-memory ground truth and tracks."""
+    counts = counts if counts is not None else collections.Counter()
+    result = track_ap.evaluate_tracks(gt, preds)
+    stable = stability.stability(gt, preds.dets.boxes, result)
+    counts["track_detections"] += len(preds)
+    counts["track_detections_off_list"] += result.pred_tracks.num_dropped
+    counts["tracks"] += result.num_tracks
+    counts["gt_tracks"] += result.num_gt_tracks
+    taus = [tau_key(t) for t in result.taus]
+    summary: dict[str, Any] = {"mAP_track": result.mAP_track}
+    summary.update({f"mAP_track{k}": float(m) for k, m in zip(taus, result.mAP, strict=True)})
+    summary["AP_track"] = _per_class(np.mean(result.ap, axis=0))
+    summary.update({f"AP_track{k}": _per_class(a) for k, a in zip(taus, result.ap, strict=True)})
+    summary["num_gt_tracks"] = {k: int(v) for k, v in _per_class(result.npos).items()}
+    summary["true_positive_tracks"] = {
+        k[1:]: int(n) for k, n in zip(taus, result.num_tp, strict=True)
+    }
+    summary["stability"] = dataclasses.asdict(stable)
+    summary["track_counts"] = dict(sorted(counts.items()))
+    return summary
+
+
+def score_tracks(
+    tracks_path: PathLike,
+    data_root: PathLike,
+    split: str = "val",
+    frame_list: PathLike | None = None,
+    out_json: PathLike | None = None,
+) -> dict[str, Any]:
+    """Score a track result file (`frame_id class_id track_id score x1 y1 x2 y2`) against the
+    ground-truth tracks of an ILSVRC VID annotation folder (docs/TRACK_PROTOCOL.md); optionally
+    write the JSON summary (`evaluation.report.track_report` renders it).
+
+    Summary keys: mAP_track (the mean over the taus), mAP_track@0.25 / @0.5 / @0.75, AP_track
+    (per class, mean over taus) and AP_track@<tau>, num_gt_tracks, true_positive_tracks,
+    stability (Zhang & Wang's errors of the tracks matched at 0.5), track_counts. A track with
+    two classes or two boxes on one frame fails naming the file and line; a ground-truth track
+    that does, naming its XML file.
+    """
+    counts: collections.Counter = collections.Counter()
+    preds = track_results.read_tracks(tracks_path)
+    gt = load_ground_truth(data_root, split, frame_list, counts)
+    try:
+        summary = evaluate_tracks(gt, preds, counts)
+    except tracks.TrackConsistencyError as e:
+        if not e.ground_truth:
+            line = track_results.line_of_row(tracks_path, e.row)
+            raise track_results.TracksFormatError(f"{tracks_path}:{line}", e.problem) from None
+        row = int(gt.frame[e.row])
+        video_index = int(tracks.video_of_frames(gt)[row])
+        video, _ = evaluation_videos(data_root, split, frame_list)[video_index]
+        t = row - int(gt.video_starts[video_index])
+        xml = video.annotation_path(data_root, t)
+        raise ilsvrc.IlsvrcFormatError(xml, e.problem) from None
+    summary.update(
+        tracks_file=os.fspath(tracks_path),
+        data_root=os.fspath(data_root),
+        split=split,
+        frame_list=None if frame_list is None else os.fspath(frame_list),
+    )
+    if summary["track_counts"].get("track_detections_off_list"):
+        log.warning(
+            "%d track detections are on frames outside the list and were dropped",
+            summary["track_counts"]["track_detections_off_list"],
         )
     if out_json is not None:
         results.write_summary(out_json, summary)

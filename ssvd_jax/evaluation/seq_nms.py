@@ -18,6 +18,9 @@ without Seq-NMS and NMS (§3), an artefact of its process count. Score ties in t
 taken lower index first (FGFA's reversed argsort is arbitrary on ties). Scores are float64 here;
 FGFA stores the rescored averages in its float32 arrays.
 
+The paths are tracks: `seq_nms_tracks` returns the kept detections with the id of their path
+(docs/TRACK_PROTOCOL.md §3).
+
 After each path only the frames from the path's first frame onwards are recomputed, and the
 recomputation stops once the sums past the path agree with the previous ones, so a video costs
 about one pass per path over the path's own frames.
@@ -29,6 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ssvd_jax.evaluation import tracks as tracks_lib
 from ssvd_jax.evaluation import vid_ap
 
 LINK_IOU = 0.5
@@ -86,6 +90,24 @@ def seq_nms_video(
     boxes[t]: [n_t, 4] and scores[t]: [n_t] of frame t (frames in order, n_t may be 0).
     Returns (keep[t] bool [n_t], new_scores[t] [n_t]) per frame; deleted boxes have keep False.
     """
+    keep, new_scores, _ = seq_nms_video_paths(
+        boxes, scores, link_iou=link_iou, suppress_iou=suppress_iou,
+        min_path_score=min_path_score,
+    )  # fmt: skip
+    return keep, new_scores
+
+
+def seq_nms_video_paths(
+    boxes: Sequence[np.ndarray],
+    scores: Sequence[np.ndarray],
+    *,
+    link_iou: float = LINK_IOU,
+    suppress_iou: float = SUPPRESS_IOU,
+    min_path_score: float = MIN_PATH_SCORE,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """`seq_nms_video` and the paths it chose: (keep, new_scores, path) with path[t] [n_t] the
+    index of the path (0, 1, ... in the order they were chosen) of each box, -1 for a box that
+    was never on a path. The paths are the tracks Seq-NMS finds (docs/TRACK_PROTOCOL.md §3)."""
     num_frames = len(boxes)
     boxes = [np.asarray(b, np.float64).reshape(-1, 4) for b in boxes]
     score = [np.asarray(s, np.float64).reshape(-1).copy() for s in scores]
@@ -94,10 +116,11 @@ def seq_nms_video(
     flat = np.concatenate(boxes) if num_frames else np.zeros((0, 4))
     alive = [np.ones(k, bool) for k in n]
     chosen = [np.zeros(k, bool) for k in n]
+    path_of = [np.full(k, -1, np.int64) for k in n]
     links = _links(flat, n, link_iou)
     num_links = int(sum(int(m.sum()) for m in links))
     if num_links == 0:
-        return alive, score
+        return alive, score, path_of
 
     acc: list[np.ndarray] = [np.zeros(0)] * num_frames  # best path sum ending at each box
     back: list[np.ndarray] = [np.zeros(0, np.int64)] * num_frames  # predecessor, -1 for none
@@ -120,6 +143,7 @@ def seq_nms_video(
     for t in range(num_frames):
         update(t)
 
+    num_paths = 0
     while True:
         t = int(np.argmax(frame_max))  # earliest frame holding the maximum
         if not np.isfinite(frame_max[t]):
@@ -158,6 +182,8 @@ def seq_nms_video(
                 links[f - 1][:, gone] = False
             alive[f] &= ~delete
             chosen[f][j] = True
+            path_of[f][j] = num_paths
+        num_paths += 1
         # Sums of frames before `root` cannot change; past the path they stop changing as soon
         # as one frame's sums are unchanged (later links and scores are untouched).
         for f in range(root, num_frames):
@@ -165,7 +191,7 @@ def seq_nms_video(
             update(f)
             if f > last and np.array_equal(old, acc[f]):
                 break
-    return alive, score
+    return alive, score, path_of
 
 
 def frame_nms(boxes_Nx4: np.ndarray, scores_N: np.ndarray, iou: float) -> np.ndarray:
@@ -198,40 +224,55 @@ def seq_nms(
     `GroundTruth.video_frame_ids()`). Detections on frames of no listed video pass unchanged.
     The result is ordered by video, class, frame, then input order.
     """
-    lengths = [len(v) for v in video_frame_ids]
-    all_ids = np.concatenate([np.asarray(v, np.int64).reshape(-1) for v in video_frame_ids] + [[]])
-    video_of = np.repeat(np.arange(len(lengths)), lengths)
-    local_t = np.concatenate([np.arange(k) for k in lengths] + [[]]).astype(np.int64)
-    rows = vid_ap.frame_rows(all_ids.astype(np.int64), dets.frame_id)
-    outside = np.flatnonzero(rows < 0)
-    inside = np.flatnonzero(rows >= 0)
-    order = inside[np.lexsort((local_t[rows[inside]], dets.label[inside], video_of[rows[inside]]))]
-    vid, t_in = video_of[rows[order]], local_t[rows[order]]
-    labels = dets.label[order]
+    return seq_nms_tracks(
+        dets, video_frame_ids, link_iou=link_iou, suppress_iou=suppress_iou,
+        min_path_score=min_path_score, frame_nms_iou=frame_nms_iou,
+    ).dets  # fmt: skip
 
+
+def seq_nms_tracks(
+    dets: vid_ap.Detections,
+    video_frame_ids: Sequence[np.ndarray],
+    *,
+    link_iou: float = LINK_IOU,
+    suppress_iou: float = SUPPRESS_IOU,
+    min_path_score: float = MIN_PATH_SCORE,
+    frame_nms_iou: float | None = FRAME_NMS_IOU,
+) -> tracks_lib.Tracks:
+    """`seq_nms` with the Seq-NMS paths as tracks: the detections it keeps, each with a track id
+    (unique over the result): the id of its path, or an id of its own for a box that was never
+    on a path (and for detections outside every listed video). A path box that the final
+    per-frame NMS removes leaves a gap in its track."""
+    outside, groups = tracks_lib.video_class_groups(dets, video_frame_ids)
     kept_idx, kept_scores = [outside], [dets.score[outside]]
-    group_start = np.flatnonzero(np.r_[True, (vid[1:] != vid[:-1]) | (labels[1:] != labels[:-1])])
-    if not len(order):
-        group_start = group_start[:0]
-    group_end = np.r_[group_start[1:], len(order)][: len(group_start)]
-    for s, e in zip(group_start.tolist(), group_end.tolist(), strict=True):
-        idx = order[s:e]
-        cuts = np.searchsorted(t_in[s:e], np.arange(lengths[vid[s]] + 1))
-        frame_idx = [idx[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
-        keep, new_scores = seq_nms_video(
+    kept_tracks = [np.arange(len(outside), dtype=np.int64)]
+    next_id = len(outside)
+    for frame_idx in groups:
+        keep, new_scores, paths = seq_nms_video_paths(
             [dets.boxes[i] for i in frame_idx],
             [dets.score[i] for i in frame_idx],
             link_iou=link_iou,
             suppress_iou=suppress_iou,
             min_path_score=min_path_score,
         )
-        for i, k, sc in zip(frame_idx, keep, new_scores, strict=True):
-            i, sc = i[k], sc[k]
+        num_paths = max((int(p.max()) + 1 for p in paths if len(p)), default=0)
+        lone = next_id + num_paths  # ids of boxes that were never on a path start here
+        for i, k, sc, path in zip(frame_idx, keep, new_scores, paths, strict=True):
+            i, sc, path = i[k], sc[k], path[k]
             if frame_nms_iou is not None and len(i) > 1:
                 kept = np.sort(frame_nms(dets.boxes[i], sc, frame_nms_iou))
-                i, sc = i[kept], sc[kept]
+                i, sc, path = i[kept], sc[kept], path[kept]
+            ids = np.where(path >= 0, next_id + path, -1)
+            singles = ids < 0
+            ids[singles] = lone + np.arange(int(singles.sum()))
+            lone += int(singles.sum())
             kept_idx.append(i)
             kept_scores.append(sc)
+            kept_tracks.append(ids)
+        next_id = lone
     index = np.concatenate(kept_idx)
     out = dets.take(index)
-    return vid_ap.Detections(out.frame_id, out.label, np.concatenate(kept_scores), out.boxes)
+    return tracks_lib.Tracks(
+        vid_ap.Detections(out.frame_id, out.label, np.concatenate(kept_scores), out.boxes),
+        np.concatenate(kept_tracks),
+    )

@@ -96,6 +96,8 @@ class GroundTruth:
     label: [G] 0-based classes; boxes: [G, 4] raw XML boxes (inclusive pixels, not clipped).
     motion_iou: [G] FGFA motion IoU of each box (VID_PROTOCOL §2), needed for the speed buckets.
     video_starts: [V] first row of each video (rows of a video are contiguous), for Seq-NMS.
+    track_id: [G] the XML `<trackid>` of each box (an object's id within its video), needed for
+      the tracklet evaluation (docs/TRACK_PROTOCOL.md).
     """
 
     frame_ids: np.ndarray
@@ -105,6 +107,7 @@ class GroundTruth:
     motion_iou: np.ndarray | None = None
     video_starts: np.ndarray | None = None
     num_classes: int = NUM_CLASSES
+    track_id: np.ndarray | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "frame_ids", np.asarray(self.frame_ids, np.int64).reshape(-1))
@@ -131,6 +134,11 @@ class GroundTruth:
             object.__setattr__(
                 self, "video_starts", np.asarray(self.video_starts, np.int64).reshape(-1)
             )
+        if self.track_id is not None:
+            track_id = np.asarray(self.track_id, np.int64).reshape(-1)
+            if len(track_id) != g:
+                raise ValueError("GroundTruth: track_id must have one value per box")
+            object.__setattr__(self, "track_id", track_id)
 
     @property
     def num_frames(self) -> int:
