@@ -37,7 +37,7 @@ from ssvd_jax import config_check, inference, locks, pictures, runtime, trainer,
 from ssvd_jax import workdir as workdir_lib
 from ssvd_jax.checkpoint import restore_flownet, restore_model
 from ssvd_jax.errors import UserError
-from ssvd_jax.evaluation import detect, report, results, subsets, vid_ap
+from ssvd_jax.evaluation import detect, report, results, subsets, track_results, vid_ap
 from ssvd_jax.evaluation import flow as flow_eval
 from ssvd_jax.evaluation import score as score_lib
 from ssvd_jax.files import atomic_write_json
@@ -298,7 +298,8 @@ def demo_side_by_side(
     drawn from `eval.demo_min_score`), frames enlarged `eval.demo_scale` times; and, per phase,
     in how many annotated frames its boxes (score >= `eval.demo_cover_score`, right class,
     IoU >= 0.5) cover every annotated object. `summaries`: phase -> its evaluation summary;
-    the boxes are the ones its detections file holds (the models are not run again)."""
+    the boxes are the ones its detections file holds (the models are not run again), coloured
+    and numbered by track where the evaluation linked them (`eval.link`)."""
     root = workdir_lib.data_root(config, workdir)
     video, frame_ids = score_lib.evaluation_videos(
         root, config.eval.split, config.eval.frame_list or None
@@ -313,13 +314,13 @@ def demo_side_by_side(
     panels: dict[str, list[np.ndarray]] = {}
     stats: dict[str, Any] = {"input": os.path.dirname(os.fspath(paths[0])), "output": output}
     for phase, summary in summaries.items():
-        per_frame = _frame_detections(summary["detections_file"], frame_ids)
+        per_frame, track_ids = _frame_detections(summary, frame_ids)
         variant = summary["settings"]["variant"]
         label = report.model_label(phase, variant)
         panels[label] = [
             visualize.draw_detections(
                 big[t], per_frame[t]._replace(boxes=per_frame[t].boxes * scale), CLASS_NAMES,
-                config.eval.demo_min_score,
+                config.eval.demo_min_score, track_ids=None if track_ids is None else track_ids[t],
             )
             for t in range(len(paths))
         ]  # fmt: skip
@@ -340,27 +341,36 @@ def demo_side_by_side(
     return stats
 
 
-def _frame_detections(path: str, frame_ids: np.ndarray) -> list[postprocess.Detections]:
-    """Per frame of one video (its global ids), its rows of a detections file as the engine's
-    Detections (original-image pixels)."""
-    dets = results.read_detections(path)
-    out = []
+def _frame_detections(
+    summary: dict[str, Any], frame_ids: np.ndarray
+) -> tuple[list[postprocess.Detections], list[np.ndarray] | None]:
+    """Per frame of one video (its global ids), an evaluation's rows as the engine's Detections
+    (original-image pixels): from its tracks file when it linked (with each row's track id),
+    else from its detections file (track ids None)."""
+    tracks_file = summary.get("tracks", {}).get("tracks_file")
+    if tracks_file:
+        linked = track_results.read_tracks(tracks_file)
+        dets, ids = linked.dets, linked.track_id
+    else:
+        dets, ids = results.read_detections(summary["detections_file"]), None
+    out, out_ids = [], []
     for frame_id in frame_ids:
-        rows = dets.frame_id == frame_id
-        n = int(rows.sum())
-        zeros = np.zeros(n, np.int32)  # stream, level, anchor: not in the file
+        rows = np.flatnonzero(dets.frame_id == frame_id)
+        zeros = np.zeros(len(rows), np.int32)  # stream, level, anchor: not in the file
         out.append(
             postprocess.Detections(
                 dets.boxes[rows].astype(np.float32),
                 dets.score[rows],
                 dets.label[rows],
-                np.ones(n, bool),
+                np.ones(len(rows), bool),
                 zeros,
                 zeros,
                 zeros,
             )  # fmt: skip
         )
-    return out
+        if ids is not None:
+            out_ids.append(ids[rows])
+    return out, (out_ids if ids is not None else None)
 
 
 def _coverage(per_frame, annotations, min_score: float) -> tuple[int, int]:

@@ -123,9 +123,10 @@ def test_training_run_evaluates_both_phases_and_draws_a_demo(trained):
 
 
 def test_demo_draws_the_evaluated_detections(trained):
-    """The side-by-side demo draws each phase's detections from its evaluation's file (the
-    models are not run again): per frame of the first val video, the rows equal what the
-    phase's engine detects on that video (file precision: 4-decimal scores, 2-decimal boxes)."""
+    """The side-by-side demo draws each phase's detections from its evaluation's files (the
+    models are not run again; the tracks file, as linking is on, for the track ids): per frame
+    of the first val video, the rows equal what the phase's engine detects on that video (file
+    precision: 4-decimal scores, 2-decimal boxes)."""
     from ssvd_jax import inference
     from ssvd_jax.evaluation import detect
 
@@ -135,8 +136,10 @@ def test_demo_draws_the_evaluated_detections(trained):
     paths = [video.image_path(root, t) for t in range(video.num_frames)]
     width, height = read_frame(paths[0]).shape[1::-1]
     for phase in ("phase1", "phase2"):
-        det_file = os.path.join(workdir_lib.eval_dir(str(workdir), phase), "det_VID_val.txt")
-        drawn = jobs._frame_detections(det_file, ids)
+        out = workdir_lib.eval_dir(str(workdir), phase)
+        stored = json.loads(pathlib.Path(out, "summary_VID_val.json").read_text())
+        drawn, track_ids = jobs._frame_detections(stored, ids)  # linked: from the tracks file
+        assert [len(i) for i in track_ids] == [len(d.scores) for d in drawn]
         model, variables, _ = restore_model(workdir_lib.checkpoint_dir(str(workdir), phase), config)
         engine = inference.create_engine(config, model, variables, num_videos=1)
         frames = detect.video_frames(paths, engine.image_size, config.data.pixel_mean_bgr)

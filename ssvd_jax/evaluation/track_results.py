@@ -125,8 +125,8 @@ def read_tracks(path: PathLike, num_classes: int = vid_ap.NUM_CLASSES) -> tracks
         parts = line.split()
         if len(parts) != _FIELDS:
             raise TracksFormatError(
-                f"{path}:{lineno}", f"expected 8 fields '{_FORMAT}', got {len(parts)}: "
-                f"{line.strip()!r}"
+                f"{path}:{lineno}",
+                f"expected 8 fields '{_FORMAT}', got {len(parts)}: {line.strip()!r}",
             )
         try:
             values = [float(p) for p in parts]
