@@ -10,15 +10,15 @@ phase 2 (two-stream SSVD from phase 1 and the pretrained PWC-Net, 240 steps of b
 supports within +-3 frames), evaluates both on the val split with the online engine (ImageNet
 VID protocol; by speed, by frame quality, each stream alone, bootstrap intervals), prints the
 tables, writes summary.json, the side-by-side demo.mp4 and pictures/.
-Measured on 2 CPU cores (2026-12-02, fresh clone): 15m51s in all: data + TFDS 20 s, phase 1
-5.6 min (4.4 when the machine was not throttling), pwcnet 1.6 min, phase 2 3.4 min (its
-compile included), evaluation, comparison, demo and pictures 3.7 min. Val mAP: single-frame
-69.4% (slow 78.6, medium 67.1, fast 79.3; clean 74.5, deteriorated 58.8), SSVD 71.3% (81.3 /
-67.5 / 79.8; clean 73.8, deteriorated 66.7): +7.9 on deteriorated frames (bootstrap 95% interval
-+2.0 to +16.8), +1.9 overall and +0.5 on fast objects (intervals include 0). PWC-Net's val
-end-point error 1.41 px vs 0.74 px for zero flow: two minutes from scratch do not teach it to
-match yet. Restarting resumes; a finished run only prints its summary (and redraws the demo
-and pictures).
+Measured on 2 CPU cores (2026-12-02, the machine throttling): 18m55s in all: data + TFDS 20 s,
+phase 1 6.9 min (4.4 unthrottled), pwcnet 1.9 min, phase 2 5.1 min (its init and compile
+included), evaluation, linking, comparison, demo and pictures 4 min. Val mAP: single-frame
+64.8% (slow 72.8, medium 66.2, fast 75.6; clean 70.2, deteriorated 54.1), SSVD 67.2% (75.7 /
+68.2 / 76.2; clean 68.8, deteriorated 64.1): +10.0 on deteriorated frames (bootstrap 95%
+interval +5.3 to +19.8), +2.3 overall and +0.6 on fast objects (intervals include 0);
+mAP_track 70.0% vs 42.0%. PWC-Net's val end-point error 0.81 px vs 0.73 px for zero flow: two
+minutes from scratch do not teach it to match yet. Restarting resumes; a finished run only
+prints its summary (and redraws the demo and pictures).
 Overfit check: python main.py --mode=overfit fits 8 generated 128x128 images with this model
 (the measured, tested check is configs/tiny.py's).
 """
