@@ -13,6 +13,7 @@ import pytest
 from configs import tiny
 from input_pipeline import ilsvrc
 from ssvd_jax import jobs, visualize
+from ssvd_jax.errors import ConfigError
 from ssvd_jax.evaluation import detect, report, score, track_results
 from ssvd_jax.ops.postprocess import Detections
 
@@ -129,8 +130,10 @@ def test_bad_link_settings_fail_before_restoring(fake_checkpoint, tmp_path, monk
         raise AssertionError("restored before the settings were checked")
 
     monkeypatch.setattr(detect, "restore_model", restore)
-    with pytest.raises(ValueError, match="rescore 'median'"):
+    # Checked with the config, before any work: one line naming the key and its choices.
+    with pytest.raises(ConfigError, match=r"eval\.link\.rescore='median': one of") as caught:
         jobs.evaluate(config, str(tmp_path / "work"), str(tmp_path / "ckpt"))
+    assert caught.value.line().startswith("error: config: eval.link.rescore='median'")
 
 
 def test_comparison_table_has_a_mAP_track_column_only_with_tracks():
