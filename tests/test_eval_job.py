@@ -148,7 +148,11 @@ def test_demo_draws_the_evaluated_detections(trained):
             want = _rows(np.asarray(dets.labels)[keep], np.asarray(dets.scores)[keep],
                          np.asarray(dets.boxes)[keep])  # fmt: skip
             got = _rows(drawn[t].labels, drawn[t].scores, drawn[t].boxes)
-            np.testing.assert_allclose(got, want, atol=6e-3, err_msg=f"{phase} frame {t}")
+            # One unit of the file's last decimal: a value ending in 5 may round either way.
+            np.testing.assert_array_equal(got[:, 0], want[:, 0])
+            np.testing.assert_allclose(got[:, 1], want[:, 1], atol=1.01e-4, rtol=0)
+            np.testing.assert_allclose(got[:, 2:], want[:, 2:], atol=1.01e-2, rtol=0,
+                                       err_msg=f"{phase} frame {t}")  # fmt: skip
 
 
 def _rows(labels, scores, boxes):
