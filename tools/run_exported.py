@@ -5,6 +5,7 @@ ssvd_jax (this file is the whole runner; copy it next to the artifact).
   python tools/run_exported.py --artifact runs/synthetic/export/phase2 \\
       --input runs/synthetic/data/ILSVRC2015/Data/VID/val/ILSVRC2015_val_00000000 \\
       --output dets.txt [--first-frame-id 1]
+  (several --input paths: one process, one compile; frame ids go on from one to the next)
 
 Output lines: `frame_id class_id score x1 y1 x2 y2` (frame ids from --first-frame-id, class ids
 1-based, scores with 4 decimals, boxes with 2, in the frame's own pixels), as `--mode=eval`
@@ -199,20 +200,25 @@ def format_rows(frame_id: int, boxes, scores, labels, meta: dict) -> str:
     return "".join(line % (frame_id, label + 1, score, *box) for label, score, *box in rows)
 
 
-def run(artifact_dir: str, input_path: str, output: str, first_frame_id: int = 1) -> dict:
-    """Detect every frame of `input_path` with the artifact, write `output`; returns counts
-    and the steady-state frames per second (from the first result to the last)."""
+def run(artifact_dir: str, inputs: list[str], output: str, first_frame_id: int = 1) -> dict:
+    """Detect every frame of each input (videos or frame folders, in order; frame ids go on
+    from one to the next, as the evaluation lists number them) with the artifact, loaded and
+    compiled once; write `output`. Returns counts and the steady-state frames per second of
+    the last input (from its first result to its last)."""
     use_xla_flags(read_meta(artifact_dir))
     artifact = Artifact(artifact_dir)
-    frames, length, size = open_input(input_path)
-    chunks, detections = [], 0
+    chunks, detections, frame_id, total = [], 0, first_frame_id, 0
     start = time.perf_counter()
-    first = None
-    for t, boxes, scores, labels in artifact.detect_video(frames, length, size):
-        first = first or time.perf_counter()
-        chunks.append(format_rows(first_frame_id + t, boxes, scores, labels, artifact.meta))
-        detections += len(scores)
-    end = time.perf_counter()
+    for path in inputs:
+        frames, length, size = open_input(path)
+        first = None
+        for t, boxes, scores, labels in artifact.detect_video(frames, length, size):
+            first = first or time.perf_counter()
+            chunks.append(format_rows(frame_id + t, boxes, scores, labels, artifact.meta))
+            detections += len(scores)
+        end = time.perf_counter()
+        frame_id += length
+        total += length
     folder = os.path.dirname(os.path.abspath(output))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".dets.", suffix=".tmp")
@@ -220,14 +226,20 @@ def run(artifact_dir: str, input_path: str, output: str, first_frame_id: int = 1
         f.write("".join(chunks))
     os.replace(tmp, output)
     fps = (length - 1) / (end - first) if length > 1 and end > first else float("nan")
-    return {"frames": length, "detections": detections, "seconds": end - start,
-            "frames_per_second": fps, "platform": jax.default_backend()}  # fmt: skip
+    return {"frames": total, "videos": len(inputs), "detections": detections,
+            "seconds": end - start, "frames_per_second": fps,
+            "platform": jax.default_backend()}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", required=True, help="the folder main.py --mode=export wrote")
-    parser.add_argument("--input", required=True, help="a video file or a folder of frames")
+    parser.add_argument(
+        "--input",
+        required=True,
+        nargs="+",
+        help="video files or frame folders (frame ids continue across them)",
+    )
     parser.add_argument("--output", required=True, help="the detections file to write")
     parser.add_argument("--first-frame-id", type=int, default=1, help="id of the first frame")
     args = parser.parse_args(argv)
@@ -237,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(
-        f"{stats['frames']} frames of {args.input} -> {args.output}: {stats['detections']} "
-        f"detections, {stats['frames_per_second']:.1f} frames/s on {stats['platform']}"
+        f"{stats['frames']} frames of {stats['videos']} video(s) -> {args.output}: "
+        f"{stats['detections']} detections, {stats['frames_per_second']:.1f} frames/s (the last "
+        f"video, steady state) on {stats['platform']}"
     )
     return 0
 
