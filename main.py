@@ -6,6 +6,7 @@ python main.py --mode=demo --workdir=runs/synthetic --input=clip.mp4 --output=cl
 python main.py --mode=sweep --config=configs/tiny.py --workdir=runs/table2 --sweep=table2
 python main.py --mode=convert --config=configs/default.py --input=ssvd_1.pth --workdir=runs/rel
 python main.py --mode=check --config=configs/default.py --config.data.root=/data/ILSVRC2015
+python main.py --mode=export --workdir=runs/synthetic --output=runs/synthetic/export/phase2
 A problem the user can fix prints `error: <file>: <problem>` and exits with 2 (--debug: traceback).
 """
 
@@ -36,12 +37,12 @@ except (AttributeError, KeyError) as e:  # a key the config has no field for
         raise
     fail(errors.config_override_error(e, sys.argv, DEFAULT_CONFIG).line())
 flags.DEFINE_string("workdir", "runs/synthetic", "Folder for data, checkpoints and results.")
-MODES = ("train", "eval", "demo", "sweep", "overfit", "convert", "score", "check")
+MODES = ("train", "eval", "demo", "sweep", "overfit", "convert", "score", "check", "export")
 flags.DEFINE_enum("mode", "train", MODES, "The job to run (ssvd_jax/jobs.py says what each does).")
-flags.DEFINE_string("checkpoint", None, "eval/demo: an orbax checkpoint folder (default: the "
-                    "workdir's trained phases for eval, its last phase for demo).")  # fmt: skip
+flags.DEFINE_string("checkpoint", None, "eval/demo/export: an orbax checkpoint folder (default: "
+                    "the workdir's trained phases for eval, its last phase else).")  # fmt: skip
 flags.DEFINE_string("input", None, "demo: an mp4 or frame folder. convert: the .pth/.npz file.")
-flags.DEFINE_string("output", None, "demo: the mp4 file to write.")
+flags.DEFINE_string("output", None, "demo: the mp4 to write. export: the artifact folder.")
 flags.DEFINE_enum("checkpoint_kind", "ssvd", ["ssvd", "pwcnet", "resnet"], "convert: what "
                   "--input holds (the release, a PWC-Net, a torchvision ResNet).")  # fmt: skip
 flags.DEFINE_string("detections", None, "score: a `frame_id class score x1 y1 x2 y2` file.")

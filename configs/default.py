@@ -241,6 +241,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     ev.demo_scale = 1  # the main job's side-by-side demo: frames enlarged this many times
     ev.demo_fps = 10.0  # the side-by-side demo's frame rate
 
+    # Export (`main.py --mode=export`, ssvd_jax/export.py): the online engine's per-frame step
+    # for one video, lowered with jax.export for these platforms together; a platform that
+    # cannot be lowered on this machine is left out (and named in the artifact's meta.json).
+    config.export = ml_collections.ConfigDict()
+    config.export.platforms = ("cpu", "cuda")
+
     overfit = config.overfit = ml_collections.ConfigDict()
     overfit.num_images = 4
     overfit.num_classes = 5

@@ -8,6 +8,7 @@ demo                a model's detections drawn on a video or frame folder, mp4 o
 score               a devkit detections file against ILSVRC annotations, no model
 convert             a PyTorch checkpoint -> an orbax checkpoint folder
 check               an ILSVRC folder checked as the dataset builders check it, nothing built
+export              a checkpoint's online engine step as a jax.export artifact (ssvd_jax/export.py)
 (`sweep.py` and `overfit.py`, beside this module, are jobs too.)
 
 Problems the user can fix are raised as `ssvd_jax.errors.UserError` (file and problem);
@@ -34,6 +35,7 @@ from input_pipeline.classes import CLASS_NAMES
 from input_pipeline.preprocess import read_frame
 from input_pipeline.synthetic import DETERIORATIONS
 from ssvd_jax import config_check, inference, locks, pictures, runtime, trainer, visualize
+from ssvd_jax import export as export_lib
 from ssvd_jax import workdir as workdir_lib
 from ssvd_jax.checkpoint import restore_flownet, restore_model
 from ssvd_jax.errors import UserError
@@ -100,6 +102,8 @@ def run_mode(mode: str, config: Any, workdir: str, options: dict[str, Any]) -> J
         return overfit.run(config, workdir)
     if mode == "check":
         return check(config, workdir)
+    if mode == "export":
+        return export(config, workdir, o["checkpoint"], o["output"])
     raise UserError("--mode", f"unknown mode {mode!r}")
 
 
@@ -619,3 +623,44 @@ def check(config: Any, workdir: str) -> JobResult:
     data = {"root": result.root, "scanned": result.scanned, "counts": counts,
             "problems": [dataclasses.asdict(f) for f in result.findings.items]}  # fmt: skip
     return JobResult(text=result.text(), data=data, exit_code=1 if result.refusals else 0)
+
+
+def export(
+    config: Any, workdir: str, checkpoint: str | None = None, output: str | None = None
+) -> JobResult:
+    """Export the online engine of `checkpoint` (default: the workdir's last trained phase) for
+    one video at a time, with `jax.export`, into `output` (default:
+    `<workdir>/export/<the checkpoint folder's parent name>`): the artifact that
+    `tools/run_exported.py` runs without Flax or ssvd_jax (ssvd_jax/export.py says what is in
+    it). A single-frame checkpoint (phase 1) exports the single-frame detector the same way."""
+    validate_config(config, "export", workdir)
+    folder = checkpoint or latest_checkpoint_dir(workdir)
+    name = os.path.basename(os.path.dirname(os.path.abspath(folder)))
+    out = output or os.path.join(workdir, "export", name)
+    model, variables, meta = restore_model(folder, config)
+    engine = inference.create_engine(config, model, variables, num_videos=1)
+    source = {"checkpoint": meta["checkpoint"], "step": meta["step"], "variant": model.variant,
+              "config": _model_settings(config)}  # fmt: skip
+    exported = export_lib.export_engine(
+        engine, out, pixel_mean_bgr=config.data.pixel_mean_bgr,
+        platforms=tuple(config.export.platforms), source=source,
+    )  # fmt: skip
+    sizes = export_lib.artifact_bytes(out)
+    left_out = "".join(f"; {p} left out ({why})" for p, why in
+                       exported["platforms_left_out"].items())  # fmt: skip
+    text = (
+        f"exported {model.variant} ({meta['checkpoint']} step {meta['step']}) to {out}: "
+        f"step {sizes['step'] / 2**10:.0f} KiB, init {sizes['init'] / 2**10:.0f} KiB, params "
+        f"{sizes['params'] / 2**20:.1f} MiB; input {engine.image_size}x{engine.image_size}, "
+        f"{engine.schedule} schedule, {engine.buffer_size}-frame buffer; platforms "
+        f"{', '.join(exported['platforms'])}{left_out}\n"
+        f"run it: python tools/run_exported.py --artifact {out} --input VIDEO_OR_FOLDER "
+        f"--output detections.txt"
+    )
+    return JobResult(text=text, data=dict(exported, folder=out, bytes=sizes))
+
+
+def _model_settings(config: Any) -> dict[str, Any]:
+    """What identifies the model's configuration in an artifact's meta: its model section
+    and the input size."""
+    return {"model": config.model.to_dict(), "image_size": config.data.image_size}

@@ -9,7 +9,7 @@ Floors (a module may import only its own floor or lower ones, plus third-party p
   2  objective, checkpoint, config_check, evaluation.{vid_ap, motion, seq_nms, results, score,
      report, subsets, tracks, linking, track_ap, stability, track_results}
   3  train, inference
-  4  trainer, visualize, evaluation.detect
+  4  trainer, visualize, evaluation.detect, export
   5  jobs, sweep, overfit, convert
   6  main
 """
@@ -35,7 +35,7 @@ FLOORS = {
         "ssvd_jax.evaluation.track_results"),
     3: ("ssvd_jax.train", "ssvd_jax.inference", "ssvd_jax.evaluation.flow"),
     4: ("ssvd_jax.trainer", "ssvd_jax.visualize", "ssvd_jax.pictures",
-        "ssvd_jax.evaluation.detect"),
+        "ssvd_jax.evaluation.detect", "ssvd_jax.export"),
     5: ("ssvd_jax.jobs", "ssvd_jax.sweep", "ssvd_jax.overfit", "ssvd_jax.convert"),
     6: ("main",),
 }  # fmt: skip

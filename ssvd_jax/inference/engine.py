@@ -162,6 +162,14 @@ class OnlineEngine:
         )
         return state, dets
 
+    def pure_step(self, variables, state, new_images, push_slot, do_push, entry_slots, do_detect):
+        """`step`'s computation as a pure function of its arguments, not jitted and donating
+        nothing: what `ssvd_jax.export` lowers with `jax.export` (an exported function cannot
+        donate its inputs; its caller's jit can)."""
+        return self._step_impl(
+            variables, state, new_images, push_slot, do_push, entry_slots, do_detect
+        )
+
     def step(self, state, new_images, push_slot, do_push, entry_slots, do_detect):
         """One lockstep step for all videos; returns (state, {'fused': Detections
         [V, max_detections], and with `per_stream` one per output stream})."""
