@@ -45,16 +45,14 @@ def format_detections(
 ) -> Iterator[str]:
     """Lines of the devkit file, in chunks (the file of a full val run is ~100 MB)."""
     line = f"%d %d %.{score_decimals}f" + f" %.{box_decimals}f" * 4 + "\n"
+    return format_rows(line, dets.frame_id, dets.label + 1, dets.score, *dets.boxes.T)
+
+
+def format_rows(line: str, *columns: np.ndarray) -> Iterator[str]:
+    """`line % row` for the rows of equal-length `columns`, joined in chunks of 65536 rows."""
     chunk = 65536
-    for start in range(0, len(dets), chunk):
-        stop = start + chunk
-        rows = zip(
-            dets.frame_id[start:stop].tolist(),
-            (dets.label[start:stop] + 1).tolist(),
-            dets.score[start:stop].tolist(),
-            *dets.boxes[start:stop].T.tolist(),
-            strict=True,
-        )
+    for start in range(0, len(columns[0]), chunk):
+        rows = zip(*(c[start : start + chunk].tolist() for c in columns), strict=True)
         yield "".join(line % row for row in rows)
 
 

@@ -42,19 +42,8 @@ def format_tracks(
 ) -> Iterator[str]:
     """Lines of the track file, in chunks."""
     line = f"%d %d %d %.{score_decimals}f" + f" %.{box_decimals}f" * 4 + "\n"
-    chunk = 65536
     d = preds.dets
-    for start in range(0, len(preds), chunk):
-        stop = start + chunk
-        rows = zip(
-            d.frame_id[start:stop].tolist(),
-            (d.label[start:stop] + 1).tolist(),
-            preds.track_id[start:stop].tolist(),
-            d.score[start:stop].tolist(),
-            *d.boxes[start:stop].T.tolist(),
-            strict=True,
-        )
-        yield "".join(line % row for row in rows)
+    return results.format_rows(line, d.frame_id, d.label + 1, preds.track_id, d.score, *d.boxes.T)
 
 
 def write_tracks(
