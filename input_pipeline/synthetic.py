@@ -9,6 +9,11 @@ frame, XML exactly as the real files are laid out), `DIR/Data/DET/train` +
 `DIR/synthetic_manifest.json` (per object its motion speed, per frame its deteriorations; not
 part of the official layout, for tests and analysis).
 
+With `--format cocovid [--class-names drone,kite,buoy]` (`generate_cocovid`) the same videos
+come as a COCO-VID dataset (mmtracking's format, see `convert_ilsvrc_to_cocovid`):
+`DIR/images/<video name>/<frame>.JPEG` (the image root), `DIR/annotations/{train,val}.json` and
+`DIR/images/synthetic_manifest.json`; no DET images.
+
 Content: textured objects of several VID classes (a class is a shape + colour + texture) moving
 over textured, slowly panning backgrounds. Each object moves slowly, medium or fast in the sense
 of FGFA's motion-IoU buckets (mean IoU with its own box over +-10 frames above 0.9, 0.7-0.9,
@@ -25,13 +30,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import pathlib
+import shutil
+import tempfile
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
-from input_pipeline import classes, flow_data, ilsvrc
+from input_pipeline import classes, convert_ilsvrc_to_cocovid, flow_data, ilsvrc
+from ssvd_jax.errors import UserError
 
 SPEEDS = ("slow", "medium", "fast")
 # Displacement per frame as a fraction of the object's size, per speed bucket. Over +-10 frames
@@ -291,6 +300,10 @@ def _schedule(rng: np.random.Generator, num_frames: int, kinds: Sequence[str]) -
 
 
 FLOW_FOLDER = "FlyingChairs"
+MANIFEST = "synthetic_manifest.json"
+# generate_cocovid's layout: OUT/images (the image root), OUT/annotations/<split>.json.
+COCOVID_IMAGES = "images"
+COCOVID_ANNOTATIONS = "annotations"
 
 
 def _flow_pairs(
@@ -715,13 +728,82 @@ def generate(
         for name, lines in lists.items():
             if lines:
                 _write(out / "ImageSets" / name, "\n".join(lines) + "\n")
-    _write(out / "synthetic_manifest.json", json.dumps(manifest, indent=1))
+    _write(out / MANIFEST, json.dumps(manifest, indent=1))
+    return manifest
+
+
+def generate_cocovid(
+    out: str | pathlib.Path,
+    *,
+    class_names: Sequence[str] | None = None,
+    **generate_kwargs,
+) -> dict:
+    """The synthetic videos as a COCO-VID dataset at `out`; returns the manifest.
+
+      OUT/images/<video name>/<frame>.JPEG     the image root (the ILSVRC Data/VID tree)
+      OUT/annotations/train.json, val.json     COCO-VID, converted by `convert_ilsvrc_to_cocovid`
+                                               (a split with no videos gets no file)
+      OUT/images/synthetic_manifest.json       `generate`'s manifest, beside the images: its
+                                               video keys are the COCO video names
+      OUT/FlyingChairs/                        only with flow_pairs_per_video, as in `generate`
+
+    Categories are the generator's `num_classes` classes, ids 1..C in label order, named by
+    `class_names` (one per class, in that order) or else by their VID names; they carry only
+    id and name, as a user's own dataset does (no ILSVRC `encode_name`: the manifest's `labels`
+    give the VID labels drawn). DET images are not part of COCO-VID: none are made.
+    `generate_kwargs` are `generate`'s (seed, width, height, num_train_videos, ...).
+
+    Everything is made in a temporary folder beside `out` and moved into place with one
+    rename, so a crash never leaves a partial dataset; `out` must not exist or be empty.
+    """
+    if generate_kwargs.pop("num_det_images", 0):
+        raise ValueError("COCO-VID output has no DET images: num_det_images must be 0")
+    out = pathlib.Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(out, "exists and is not an empty folder; not overwritten")
+    labels = default_labels(generate_kwargs.get("num_classes", 6))
+    if class_names is None:
+        class_names = [classes.CLASS_NAMES[label] for label in labels]
+    class_names = [str(n) for n in class_names]
+    if len(class_names) != len(labels):
+        raise ValueError(
+            f"class_names has {len(class_names)} names for num_classes={len(labels)} classes"
+        )
+    chosen = dict(zip((classes.WNIDS[label] for label in labels), class_names, strict=True))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        source, staged = tmp / "ilsvrc", tmp / "cocovid"
+        manifest = generate(source, num_det_images=0, **generate_kwargs)
+        datasets = {}
+        for split in ("train", "val"):
+            if (source / "Data" / "VID" / split).is_dir():
+                dataset = convert_ilsvrc_to_cocovid.convert(source, split, classes=chosen)
+                for category in dataset["categories"]:
+                    del category["encode_name"]
+                datasets[split] = dataset
+        staged.mkdir()
+        images = staged / COCOVID_IMAGES
+        if (source / "Data" / "VID").is_dir():
+            os.replace(source / "Data" / "VID", images)
+        images.mkdir(exist_ok=True)
+        os.replace(source / MANIFEST, images / MANIFEST)
+        if (source / FLOW_FOLDER).is_dir():
+            os.replace(source / FLOW_FOLDER, staged / FLOW_FOLDER)
+        (staged / COCOVID_ANNOTATIONS).mkdir()
+        for split, dataset in datasets.items():
+            convert_ilsvrc_to_cocovid.write(dataset, staged / COCOVID_ANNOTATIONS / f"{split}.json")
+        os.replace(staged, out)  # an empty folder at `out` is replaced (POSIX rename)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="root folder to write (ILSVRC layout)")
+    parser.add_argument(
+        "--out", required=True, help="root folder to write (ILSVRC or COCO-VID layout)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=128, help="frame width and height")
     parser.add_argument("--width", type=int, help="frame width (overrides --size)")
@@ -729,7 +811,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--train-videos", type=int, default=6)
     parser.add_argument("--val-videos", type=int, default=3)
     parser.add_argument("--frames", type=int, default=30, help="frames per video")
-    parser.add_argument("--det-images", type=int, default=40)
+    parser.add_argument(
+        "--format",
+        choices=("ilsvrc", "cocovid"),
+        default="ilsvrc",
+        help="ilsvrc: the ILSVRC2015 layout (default); cocovid: OUT/images + "
+        "OUT/annotations/{train,val}.json (COCO-VID, no DET images)",
+    )
+    parser.add_argument(
+        "--class-names",
+        help="cocovid: comma-separated category names, one per class (--classes of them)",
+    )
+    parser.add_argument("--det-images", type=int, help="DET images (ilsvrc only; default 40)")
     parser.add_argument("--classes", type=int, default=6, help="number of VID classes used")
     parser.add_argument("--max-objects", type=int, default=2, help="objects per video, at most")
     parser.add_argument("--jpeg-quality", type=int, default=90)
@@ -741,15 +834,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--flow-max-gap", type=int, default=6, help="frames between a pair, at most"
     )
     args = parser.parse_args(argv)
-    manifest = generate(
-        args.out,
+    common = dict(
         seed=args.seed,
         width=args.width or args.size,
         height=args.height or args.size,
         num_train_videos=args.train_videos,
         num_val_videos=args.val_videos,
         frames_per_video=args.frames,
-        num_det_images=args.det_images,
         num_classes=args.classes,
         max_objects=args.max_objects,
         write_lists=not args.no_lists,
@@ -757,9 +848,30 @@ def main(argv: Sequence[str] | None = None) -> None:
         flow_pairs_per_video=args.flow_pairs,
         flow_max_gap=args.flow_max_gap,
     )
+    if args.format == "ilsvrc":
+        if args.class_names is not None:
+            parser.error("--class-names needs --format cocovid")
+        det_images = 40 if args.det_images is None else args.det_images
+        manifest = generate(args.out, num_det_images=det_images, **common)
+        print(
+            f"wrote {len(manifest['videos'])} videos and {len(manifest['det_images'])} DET images "
+            f"to {args.out}"
+        )
+        return
+    if args.det_images:
+        parser.error("--format cocovid has no DET images (--det-images must be 0)")
+    names = None
+    if args.class_names is not None:
+        names = [n.strip() for n in args.class_names.split(",")]
+        if len(names) != args.classes:
+            parser.error(f"--class-names gives {len(names)} names for --classes {args.classes}")
+    try:
+        manifest = generate_cocovid(args.out, class_names=names, **common)
+    except UserError as e:
+        parser.error(str(e))
     print(
-        f"wrote {len(manifest['videos'])} videos and {len(manifest['det_images'])} DET images "
-        f"to {args.out}"
+        f"wrote {len(manifest['videos'])} videos to {args.out} (COCO-VID: "
+        f"{COCOVID_IMAGES}/, {COCOVID_ANNOTATIONS}/{{train,val}}.json)"
     )
 
 
