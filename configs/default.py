@@ -109,6 +109,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # generates one there (default <workdir>/data/ILSVRC2015) unless it exists already.
     data.source = "ilsvrc"
     data.root = ""
+    # 'cocovid' (a user's own videos and classes, input_pipeline/cocovid.py): COCO-VID JSON
+    # files per split, their `file_name`s relative to data.image_root. The class list
+    # (data.class_names, model.num_classes) then comes from the files' categories.
+    data.image_root = ""
+    data.train_json = ""
+    data.val_json = ""
+    data.class_names = ()  # set from the dataset (cocovid); empty: the 30 ImageNet VID classes
     data.tfds_dir = ""  # built TFDS datasets; empty: <workdir>/data/tfds
     data.loader_threads = 0  # training clips decoded in parallel; 0: one per CPU core
     data.vid_frames = "sampled"  # phase-1 VID stills and phase-2 references: 15 per video
@@ -147,6 +154,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     tr.freeze_at = 2  # maskrcnn-benchmark FREEZE_CONV_BODY_AT: stem and layer1 frozen
     tr.resnet_checkpoint = ""  # phase 1 body init: a `--mode=convert --checkpoint_kind=resnet` dir
     tr.pwcnet_checkpoint = ""  # phase 2 flownet init: a converted pwcnet dir
+    # Fine-tuning: the first detector phase starts from this detector checkpoint folder (a
+    # run's phase, or `--mode=convert --checkpoint_kind=ssvd`'s release): every array that fits
+    # by name and shape; with other classes, the class subnets' last layers start afresh.
+    tr.init_checkpoint = ""
 
     schedule = config.schedule = ml_collections.ConfigDict()
     for name, (steps, boundary) in {
@@ -219,6 +230,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     ev.num_supports = 6  # 'paper' schedule: supports per frame, any N >= 0
     ev.after_training = True  # evaluate every trained phase at the end of `--mode=train`
     ev.split = "val"
+    # How a detection matches ground truth: 'ilsvrc' (the VID devkit's "+1" pixels and
+    # min(0.5, wh / ((w + 10)(h + 10))) per object) | 'iou50' (continuous boxes, IoU >= 0.5; for
+    # COCO-VID data that is not ILSVRC's).
+    ev.iou_rule = "ilsvrc"
     ev.frame_list = ""  # optional list defining frames and global ids (empty: ImageSets/ lists)
     ev.max_videos = 0  # evaluate only the first N videos of the list (0: all)
     ev.batch_videos = 1  # videos processed in lockstep per engine step (throughput mode)

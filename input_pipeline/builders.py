@@ -20,6 +20,7 @@ Build with `prepare(name, manual_dir, data_dir)` or `tfds.builder(name, data_dir
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -302,7 +303,119 @@ class ImagenetDetVid30(_LocalBuilder):
         self.info.metadata.setdefault("build_report", {})["train"] = dict(counts)
 
 
-BUILDERS = {"imagenet_vid": ImagenetVid, "imagenet_det_vid30": ImagenetDetVid30}
+class CocoVid(_LocalBuilder):
+    """A user's COCO-VID dataset (`input_pipeline.cocovid`), train and val, stored as
+    `imagenet_vid` is (one example per frame, in video order; the same video table in the
+    metadata), with the dataset's own classes: `objects/label` is the 0-based class (the
+    categories ordered by id), the class names and category ids are in the metadata. Crowd
+    boxes are no target and are left out; boxes are clipped to the image as for VID."""
+
+    name = "cocovid"
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Built from a COCO-VID JSON file per split; array_record."}
+
+    def __init__(self, *, source: Any = None, **kwargs: Any):
+        self._source = source  # a cocovid.Source; only needed to build
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            description="Video frames with boxes, class labels and track ids from COCO-VID JSON.",
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(encoding_format="jpeg"),
+                    "video_id": tfds.features.Text(),
+                    "image_id": np.int64,
+                    "frame_index": np.int32,
+                    "num_frames": np.int32,
+                    "width": np.int32,
+                    "height": np.int32,
+                    "objects": tfds.features.Sequence(
+                        {
+                            "bbox": tfds.features.BBoxFeature(),
+                            "label": np.int32,  # the dataset's classes: names in metadata
+                            "track_id": np.int64,
+                            "occluded": np.bool_,
+                            "generated": np.bool_,
+                        }
+                    ),
+                }
+            ),
+            disable_shuffling=True,
+            metadata=self._metadata(),
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
+        from input_pipeline import cocovid
+
+        generators = {}
+        for split in ("train", "val"):
+            path = {"train": self._source.train_json, "val": self._source.val_json}[split]
+            if not path:
+                continue
+            dataset = cocovid.load(path, self._source.image_root)
+            self.info.metadata["class_names"] = list(dataset.class_names)
+            self.info.metadata["category_ids"] = list(dataset.category_ids)
+            videos = dataset.videos
+            starts = np.cumsum([0] + [v.num_frames for v in videos])
+            self._set_split_metadata(
+                split,
+                video_ids=[v.video_id for v in videos],
+                starts=[int(s) for s in starts[:-1]],
+                num_frames=[v.num_frames for v in videos],
+                sample_frames=[list(v.sample_frames) for v in videos],
+            )
+            generators[split] = self._generate_examples(split, dataset)
+        return generators
+
+    def _generate_examples(self, split: str, dataset: Any) -> Iterator[tuple[int, dict]]:
+        counts: collections.Counter = collections.Counter()
+        findings = dataset_check.Findings(counts, log_them=True)
+        stride = _spread_keys(dataset.num_frames)
+        index = 0
+        for video, anns in zip(dataset.videos, dataset.annotations, strict=True):
+            for t, ann in enumerate(anns):
+                image = dataset_check.read_image(
+                    video.image_path(None, t), findings, decode=self._verify_images,
+                    header_only=False, action=dataset_check.REFUSE,
+                )  # fmt: skip
+                findings.raise_if_refused()
+                width, height = image.width, image.height
+                objects = [o for o in ann.objects if not o.crowd]
+                counts["boxes_crowd_left_out"] += len(ann.objects) - len(objects)
+                if (width, height) != (ann.width, ann.height):
+                    sx, sy = width / ann.width, height / ann.height
+                    objects = [dataclasses.replace(o, x1=o.x1 * sx, x2=o.x2 * sx, y1=o.y1 * sy,
+                                                   y2=o.y2 * sy) for o in objects]  # fmt: skip
+                    counts["images_size_differs"] += 1
+                objects = ilsvrc.sanitize_objects(objects, width, height, counts)
+                counts["frames"] += 1
+                counts["boxes"] += len(objects)
+                yield (
+                    index * stride,
+                    {
+                        "image": image.data,
+                        "video_id": video.video_id,
+                        "image_id": video.image_ids[t],
+                        "frame_index": t,
+                        "num_frames": video.num_frames,
+                        "width": width,
+                        "height": height,
+                        "objects": {
+                            "bbox": [normalized_bbox(o, width, height) for o in objects],
+                            "label": [o.label for o in objects],
+                            "track_id": [o.track_id for o in objects],
+                            "occluded": [o.occluded for o in objects],
+                            "generated": [o.generated for o in objects],
+                        },
+                    },
+                )
+                index += 1
+        _log_report("cocovid", split, counts)
+        self.info.metadata.setdefault("build_report", {})[split] = dict(counts)
+
+
+BUILDERS = {"imagenet_vid": ImagenetVid, "imagenet_det_vid30": ImagenetDetVid30, "cocovid": CocoVid}
 
 
 # Written into a built dataset's folder: what it was built from (`build_source`).
@@ -419,6 +532,58 @@ def prepare(
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(
                 manual_dir=os.fspath(root),
+                try_download_gcs=False,
+                compute_stats=tfds.download.ComputeStatsMode.SKIP,
+            ),
+        )
+        atomic_write_json(stamp, wanted)
+    return builder
+
+
+def _file_digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def prepare_cocovid(
+    source: Any, data_dir: os.PathLike | str, *, verify_images: bool = True
+) -> tfds.core.DatasetBuilder:
+    """Build (or reuse) the `cocovid` dataset of `source` (a `cocovid.Source`) into
+    `data_dir`, as `prepare` does for ILSVRC: reused only when built from the same JSON files
+    (by content), image root and builder version; the files are checked first (every entry,
+    every image's header), so a dataset the build would refuse is refused before anything is
+    written, naming the JSON entry."""
+    from input_pipeline import cocovid
+
+    lock = os.path.join(os.fspath(data_dir), ".cocovid.build.lock")
+    with locks.file_lock(lock, wait=True):
+        builder = CocoVid(data_dir=os.fspath(data_dir), source=source,
+                          verify_images=verify_images)  # fmt: skip
+        root = os.path.realpath(source.image_root)
+        wanted = {
+            "root": root,
+            "root_relative": os.path.relpath(root, os.path.realpath(builder.data_dir)),
+            "lists": {split: _file_digest(path) for split, path in
+                      (("train", source.train_json), ("val", source.val_json)) if path},
+            "builder": f"{builder.name}:{builder.version}",
+        }  # fmt: skip
+        stamp = os.path.join(builder.data_dir, SOURCE_FILE)
+        if builder.is_prepared() and os.path.exists(stamp):
+            with open(stamp) as f:
+                differences = _source_differences(json.load(f), wanted)
+            if not differences:
+                return builder
+            raise DatasetCacheError(
+                builder.data_dir,
+                "; ".join(differences).replace("list files", "COCO-VID files")
+                + f". Remove {builder.data_dir} to build it again (or set data.tfds_dir to "
+                "another folder)",
+            )
+        findings, _ = cocovid.check(source, decode=False)
+        findings.raise_if_refused("; python main.py --mode=check lists every problem")
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(
+                manual_dir=root,
                 try_download_gcs=False,
                 compute_stats=tfds.download.ComputeStatsMode.SKIP,
             ),

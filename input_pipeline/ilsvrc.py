@@ -56,6 +56,7 @@ class Object:
     track_id: int = -1  # DET XML has no track ids
     occluded: bool = False
     generated: bool = False
+    crowd: bool = False  # COCO-VID `iscrowd`: an ignore region, not an object (no XML has one)
 
     @property
     def box(self) -> tuple[int, int, int, int]:

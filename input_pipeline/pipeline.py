@@ -46,6 +46,8 @@ RELEASE_MEAN_BGR: tuple[float, float, float] = (103.06, 115.90, 123.15)
 BATCH_KEYS = ("frames", "boxes", "labels", "valid")
 VID = "imagenet_vid"
 DET = "imagenet_det_vid30"
+COCOVID = "cocovid"  # a user's COCO-VID dataset: stored and read as VID is
+VIDEO_DATASETS = (VID, COCOVID)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -93,7 +95,7 @@ class Table:
         self.lengths = np.asarray(lengths, np.int64)
         self.sample_frames = [np.asarray(s, np.int64) for s in sample_frames]
         self.labels = labels
-        self.is_video = name == VID
+        self.is_video = name in VIDEO_DATASETS
         # array_record readers are not documented as thread-safe; reads are short.
         self._lock = threading.Lock()
 
@@ -130,14 +132,14 @@ class Table:
 
 
 def open_table(name: str, split: str, data_dir: os.PathLike | str) -> Table | None:
-    """Open a built split (`name` is 'imagenet_vid' or 'imagenet_det_vid30'); None when the
+    """Open a built split (`name` is 'imagenet_vid', 'cocovid' or 'imagenet_det_vid30'); None when
     split was left empty at build time (its folder was absent)."""
     builder = builders.BUILDERS[name](data_dir=os.fspath(data_dir))
     if split not in builder.info.splits:
         return None
     meta = builder.info.metadata["splits"][split]
     source = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
-    if name == VID:
+    if name in VIDEO_DATASETS:
         table = Table(
             source,
             name=name,

@@ -28,6 +28,43 @@ from ssvd_jax import workdir as workdir_lib
 from ssvd_jax.errors import UserError
 
 PHASES = ("phase1", "phase2")
+SOURCES = ("ilsvrc", "synthetic", "cocovid")
+
+
+def data_source(config: Any, workdir: str) -> Any:
+    """The evaluated dataset: the ILSVRC2015 folder (`data.root`, or the generated one in the
+    workdir), or for `data.source=cocovid` a `cocovid.Source` (image root, JSON files, the
+    evaluation's IoU rule), which `evaluation.score` and the demo take in its place."""
+    data = config.data
+    if data.source == "cocovid":
+        from input_pipeline import cocovid
+
+        return cocovid.Source(data.image_root, data.train_json, data.val_json,
+                              iou_rule=config.eval.iou_rule)  # fmt: skip
+    return workdir_lib.data_root(config, workdir)
+
+
+def class_names(config: Any) -> tuple[str, ...]:
+    """The class names the config holds (`resolve_classes` sets them for COCO-VID)."""
+    from input_pipeline import classes
+
+    return tuple(config.data.class_names) or classes.CLASS_NAMES
+
+
+def resolve_classes(config: Any) -> tuple[str, ...]:
+    """The dataset's class names, set into the config: for COCO-VID the files' categories
+    (`data.class_names`, and `model.num_classes` follows them); else the 30 VID classes."""
+    from input_pipeline import classes, cocovid
+
+    if config.data.source != "cocovid":
+        return tuple(config.data.class_names) or classes.CLASS_NAMES
+    source = data_source(config, "")
+    names = cocovid.class_names(source)
+    if config.model.num_classes != len(names):
+        logging.info("model.num_classes: %d, the classes of %s", len(names), source)
+    config.data.class_names = tuple(names)
+    config.model.num_classes = len(names)
+    return names
 
 
 def generates_root(config: Any) -> bool:
@@ -55,8 +92,11 @@ def prepare(config: Any, workdir: str) -> str:
     A data root that is not there (and not generated) raises IlsvrcFormatError naming it."""
     from input_pipeline import builders, ilsvrc
 
-    root = workdir_lib.data_root(config, workdir)
     tfds_dir = workdir_lib.tfds_dir(config, workdir)
+    if config.data.source == "cocovid":
+        builders.prepare_cocovid(data_source(config, workdir), tfds_dir)
+        return tfds_dir
+    root = workdir_lib.data_root(config, workdir)
     if not os.path.exists(root):
         if not generates_root(config):
             raise ilsvrc.IlsvrcFormatError(root, missing_root_problem(config))
@@ -161,7 +201,10 @@ def create_batches(
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
     data = config.data
-    vid = pipeline.open_table(pipeline.VID, "train", data_dir)
+    coco = data.source == "cocovid"
+    vid = pipeline.open_table(pipeline.COCOVID if coco else pipeline.VID, "train", data_dir)
+    if vid is None:
+        raise UserError(data_dir, "no train split was built (no training videos found)")
     common = dict(
         image_size=data.image_size,
         max_boxes=data.max_boxes,
@@ -181,7 +224,7 @@ def create_batches(
     if phase == "phase1":
         det = (
             pipeline.open_table(pipeline.DET, "train", data_dir)
-            if config.train.phase1_det
+            if config.train.phase1_det and not coco  # COCO-VID: the video frames alone
             else None
         )
         dataset = pipeline.still_images(

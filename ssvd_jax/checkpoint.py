@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
@@ -178,6 +179,55 @@ class Checkpointer:
         )
         variables = {k: restored["state"].get(k, v) for k, v in expected.items()}
         return variables, restored["meta"]
+
+    def restore_matching(
+        self, expected: dict[str, Any], step: int | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[str]]]:
+        """`expected` (nested dicts of arrays: a model's {'params', 'batch_stats'}) with every
+        array that the checkpoint holds under the same path and shape restored from it (a
+        fine-tuning start from another run's or a converted detector). Returns (variables,
+        meta, {'restored': paths, 'shape_differs': '<path>: shape A in the checkpoint, B here'
+        lines, 'not_in_checkpoint': paths}); the arrays not restored keep `expected`'s."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointNotFoundError(self.directory, "no checkpoint in it")
+        state_dir = os.path.join(self.directory, str(step), "state")
+        saved = ocp.StandardCheckpointHandler().metadata(epath.Path(state_dir)).tree
+        flat_saved = {array_path(p): x for p, x in jax.tree_util.tree_leaves_with_path(saved)}
+        report: dict[str, list[str]] = {"restored": [], "shape_differs": [],
+                                        "not_in_checkpoint": []}  # fmt: skip
+
+        def prune(tree: Any, prefix: str) -> Any:
+            if isinstance(tree, dict):
+                out = {k: prune(v, f"{prefix}/{k}" if prefix else str(k)) for k, v in tree.items()}
+                return {k: v for k, v in out.items() if v is not None}
+            got = flat_saved.get(prefix)
+            if got is None:
+                report["not_in_checkpoint"].append(prefix)
+                return None
+            if tuple(got.shape) != tuple(np.shape(tree)):
+                shapes = f"shape {tuple(got.shape)} in the checkpoint, {tuple(np.shape(tree))} here"
+                report["shape_differs"].append(f"{prefix}: {shapes}")
+                return None
+            report["restored"].append(prefix)
+            return ocp.utils.to_shape_dtype_struct(tree)
+
+        template = prune(expected, "")
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(item=template, partial_restore=True),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+
+        def merge(base: Any, new: Any) -> Any:
+            if isinstance(base, dict):
+                return {k: merge(v, new.get(k) if isinstance(new, dict) else None)
+                        for k, v in base.items()}  # fmt: skip
+            return base if new is None else new
+
+        return merge(expected, restored["state"]), restored["meta"], report
 
     def read_meta(self, step: int | None = None) -> dict[str, Any]:
         step = self.latest_step() if step is None else step

@@ -51,7 +51,11 @@ def validate(
     need(_positive(d.image_size), "data.image_size", "must be a positive integer")
     need(_positive(d.max_boxes), "data.max_boxes", "must be a positive integer")
     need(_count(d.support_range), "data.support_range", "must be an integer >= 0")
-    need(d.source in ("ilsvrc", "synthetic"), "data.source", "'ilsvrc' or 'synthetic'")
+    need(d.source in train_data.SOURCES, "data.source", f"one of {train_data.SOURCES}")
+    need(config.eval.iou_rule in ("ilsvrc", "iou50"), "eval.iou_rule", "'ilsvrc' or 'iou50'")
+    need(config.eval.iou_rule == "ilsvrc" or d.source == "cocovid", "eval.iou_rule",
+         "'iou50' is for COCO-VID data (data.source=cocovid); ILSVRC VID is scored by its own "
+         "rule")  # fmt: skip
     need(d.vid_frames in ("sampled", "all"), "data.vid_frames", "'sampled' or 'all'")
     need(config.eval.schedule in ("release", "paper"), "eval.schedule", "'release' or 'paper'")
     need(_count(config.eval.num_supports), "eval.num_supports", "must be an integer >= 0")
@@ -117,6 +121,9 @@ def _training(config: Any, need: Any, devices: int | None) -> None:
 def _data_root(config: Any, mode: str, workdir: str, need: Any) -> None:
     """The data root must exist (else IlsvrcFormatError naming it), unless training generates
     it (`train_data.generates_root`)."""
+    if config.data.source == "cocovid":
+        _cocovid_files(config, mode, need)
+        return
     root = workdir_lib.data_root(config, workdir)
     if mode in ("check", "score"):
         need(bool(config.data.root), "data.root", f"--mode={mode} needs the ILSVRC2015 folder")
@@ -124,6 +131,28 @@ def _data_root(config: Any, mode: str, workdir: str, need: Any) -> None:
     if os.path.exists(root) or (training and train_data.generates_root(config)):
         return
     raise ilsvrc.IlsvrcFormatError(root, train_data.missing_root_problem(config, training))
+
+
+def _cocovid_files(config: Any, mode: str, need: Any) -> None:
+    """A COCO-VID source names its image root and the files its mode reads, which exist."""
+    d = config.data
+    need(bool(d.image_root), "data.image_root", "data.source=cocovid needs the images' folder")
+    wanted = ["data.train_json"] if mode in TRAINING_MODES else []
+    if mode in TRAINING_MODES and config.eval.after_training or mode in ("eval", "score"):
+        wanted.append(f"data.{config.eval.split}_json")
+    if mode == "check":
+        need(bool(d.train_json or d.val_json), "data.train_json",
+             "--mode=check needs data.train_json and/or data.val_json")  # fmt: skip
+    for key in wanted:
+        if key not in ("data.train_json", "data.val_json"):
+            need(False, "eval.split", "'train' or 'val' for COCO-VID data")
+            continue
+        need(bool(d[key.split(".")[1]]), key, "data.source=cocovid needs this COCO-VID file")
+    for key in ("image_root", "train_json", "val_json"):
+        if d[key] and not os.path.exists(d[key]):
+            raise ilsvrc.IlsvrcFormatError(
+                d[key], f"no such {'folder' if key == 'image_root' else 'file'} (data.{key})"
+            )
 
 
 def _positive(value: Any) -> bool:

@@ -404,6 +404,9 @@ def load_state_dict_file(path: str) -> dict[str, np.ndarray]:
     return load_torch_file(path)
 
 
+RELEASE_NUM_CLASSES = 30  # the authors' weights: ImageNet VID (REFERENCE_SPEC §2)
+
+
 def convert_file(path: str, kind: str, config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Convert a PyTorch checkpoint file into Flax variables for `config`'s model.
 
@@ -415,6 +418,15 @@ def convert_file(path: str, kind: str, config: Any) -> tuple[dict[str, Any], dic
     if kind not in CONVERT_KINDS:
         raise ConversionError(
             "--checkpoint_kind", f"unknown checkpoint kind {kind!r}; choose one of {CONVERT_KINDS}"
+        )
+    if kind == "ssvd" and config.model.num_classes != RELEASE_NUM_CLASSES:
+        raise ConversionError(
+            path,
+            f"the release detects the {RELEASE_NUM_CLASSES} ImageNet VID classes, this config "
+            f"{config.model.num_classes} ({', '.join(config.data.class_names) or 'num_classes'}): "
+            "convert it with the VID classes (e.g. configs/default.py), then fine-tune with "
+            "--config.train.init_checkpoint=<that folder>, which starts the class subnets' "
+            "last layers afresh",
         )
     sd = load_state_dict_file(path)
     size = config.data.image_size

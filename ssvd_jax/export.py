@@ -169,6 +169,7 @@ def export_engine(
     pixel_mean_bgr: Sequence[float],
     platforms: Sequence[str],
     source: dict[str, Any],
+    class_names: Sequence[str] = CLASS_NAMES,
 ) -> dict[str, Any]:
     """Write `engine`'s (num_videos 1) init and step, its parameters and `meta.json` into
     `out_dir`; returns the meta. `source`: where the weights came from (checkpoint, step,
@@ -202,7 +203,7 @@ def export_engine(
         "num_entries": engine.num_entries,
         "cached": engine.cached,
         "max_detections": int(step_exp.out_avals[-1].shape[0]),
-        "class_names": list(CLASS_NAMES),
+        "class_names": list(class_names),
         "score_decimals": results.SCORE_DECIMALS,
         "box_decimals": results.BOX_DECIMALS,
         "platforms": list(step_exp.platforms),

@@ -30,8 +30,7 @@ import cv2
 import jax
 import numpy as np
 
-from input_pipeline import dataset_check, flow_data, ilsvrc, train_data
-from input_pipeline.classes import CLASS_NAMES
+from input_pipeline import dataset_check, flow_data, train_data
 from input_pipeline.preprocess import read_frame
 from input_pipeline.synthetic import DETERIORATIONS
 from ssvd_jax import config_check, inference, locks, pictures, runtime, trainer, visualize
@@ -81,6 +80,8 @@ def run_mode(mode: str, config: Any, workdir: str, options: dict[str, Any]) -> J
     from ssvd_jax import overfit, sweep
 
     validate_config(config, mode, workdir, source=options["config_path"])
+    if mode != "check":  # (the check reports a bad class list as one of its findings)
+        train_data.resolve_classes(config)  # COCO-VID: the model's classes are the dataset's
     if mode != "check":  # (the check reads a dataset folder and writes nothing)
         # Compiled programs persist in the workdir: re-runs, evaluation and the demo reuse them.
         runtime.enable_compilation_cache(os.path.join(workdir, "jax_cache"))
@@ -133,6 +134,7 @@ def train_and_evaluate(
     (windowed) training metrics and the evaluation's mAP overall and by motion speed."""
     trainer.initialize_distributed(config.distributed)
     config_check.validate(config, "train", workdir, devices=jax.device_count())
+    train_data.resolve_classes(config)
     with workdir_lock(workdir):
         return _train_and_evaluate(config, workdir, on_batch)
 
@@ -254,12 +256,13 @@ def _fig5(config: Any, workdir: str, path: str) -> bool:
     """Fig. 5 on the first deteriorated, annotated frame of the first val video whose support
     window lies inside the video (by the synthetic manifest; else its middle annotated frame),
     at the first object's centre."""
-    root = workdir_lib.data_root(config, workdir)
-    video, _ = score_lib.evaluation_videos(root, config.eval.split, config.eval.frame_list or None)[
-        0
-    ]
-    annotations = ilsvrc.read_video_annotations(root, video)
-    qualities = subsets.frame_qualities(root, [video.video_id], [video.frames]) or []
+    root = train_data.data_source(config, workdir)
+    split = config.eval.split
+    video, _ = score_lib.evaluation_videos(root, split, config.eval.frame_list or None)[0]
+    annotations = score_lib.video_annotations(root, split, video)
+    qualities = (
+        subsets.frame_qualities(score_lib.files_root(root), [video.video_id], [video.frames]) or []
+    )
     annotated = [t for t, a in enumerate(annotations) if a is not None and a.objects]
     if not annotated:
         return False
@@ -304,18 +307,19 @@ def demo_side_by_side(
     IoU >= 0.5) cover every annotated object. `summaries`: phase -> its evaluation summary;
     the boxes are the ones its detections file holds (the models are not run again), coloured
     and numbered by track where the evaluation linked them (`eval.link`)."""
-    root = workdir_lib.data_root(config, workdir)
+    root = train_data.data_source(config, workdir)
     video, frame_ids = score_lib.evaluation_videos(
         root, config.eval.split, config.eval.frame_list or None
     )[0]
     paths = [video.image_path(root, t) for t in range(video.num_frames)]
     originals = [read_frame(p) for p in paths]
-    annotations = ilsvrc.read_video_annotations(root, video)
+    annotations = score_lib.video_annotations(root, config.eval.split, video)
     scale = config.eval.demo_scale
     height, width = originals[0].shape[:2]
     big = [cv2.resize(f, (width * scale, height * scale), interpolation=cv2.INTER_CUBIC)
            for f in originals]  # fmt: skip
     panels: dict[str, list[np.ndarray]] = {}
+    names = train_data.class_names(config)
     stats: dict[str, Any] = {"input": os.path.dirname(os.fspath(paths[0])), "output": output}
     for phase, summary in summaries.items():
         per_frame, track_ids = _frame_detections(summary, frame_ids)
@@ -323,15 +327,18 @@ def demo_side_by_side(
         label = report.model_label(phase, variant)
         panels[label] = [
             visualize.draw_detections(
-                big[t], per_frame[t]._replace(boxes=per_frame[t].boxes * scale), CLASS_NAMES,
-                config.eval.demo_min_score, track_ids=None if track_ids is None else track_ids[t],
+                big[t], per_frame[t]._replace(boxes=per_frame[t].boxes * scale),
+                names, config.eval.demo_min_score,
+                track_ids=None if track_ids is None else track_ids[t],
             )
             for t in range(len(paths))
         ]  # fmt: skip
         covered, annotated = _coverage(per_frame, annotations, config.eval.demo_cover_score)
         stats[phase] = {"variant": variant, "step": summary["settings"].get("step"),
                         "frames_covered": covered, "frames_annotated": annotated}  # fmt: skip
-    qualities = subsets.frame_qualities(root, [video.video_id], [video.frames])
+    qualities = subsets.frame_qualities(
+        score_lib.files_root(root), [video.video_id], [video.frames]
+    )
     footer = f"boxes from score {config.eval.demo_min_score}; {video.video_id}"
 
     def caption(t: int) -> str:
@@ -492,6 +499,7 @@ def evaluate(config: Any, workdir: str, checkpoint: str | None = None) -> JobRes
     """Evaluate `checkpoint` (a folder of orbax checkpoints) into `<workdir>/eval/<its parent
     folder's name>/`, or every trained phase of `workdir`; the table as text."""
     validate_config(config, "eval", workdir)
+    train_data.resolve_classes(config)
     with workdir_lock(workdir):
         return _evaluate(config, workdir, checkpoint)
 
@@ -501,7 +509,7 @@ def _evaluate(config: Any, workdir: str, checkpoint: str | None) -> JobResult:
         summaries, table = detect.evaluate_phases(config, workdir, workdir_lib.PHASES, workdir)
         return JobResult(text=table, data=summaries)
     name = os.path.basename(os.path.dirname(os.path.abspath(checkpoint)))
-    root = workdir_lib.data_root(config, workdir)
+    root = train_data.data_source(config, workdir)
     summary = detect.evaluate_checkpoint(
         config, checkpoint, workdir_lib.eval_dir(workdir, name), root
     )
@@ -526,7 +534,7 @@ def _draw(config: Any, folder: str, input_path: str, output_path: str) -> dict[s
     engine = inference.create_engine(config, model, variables, num_videos=1)
     stats = visualize.run_demo(
         engine, input_path, output_path, pixel_mean_bgr=config.data.pixel_mean_bgr,
-        class_names=CLASS_NAMES, min_score=config.eval.demo_min_score,
+        class_names=train_data.class_names(config), min_score=config.eval.demo_min_score,
         link=detect.link_settings(config),
     )  # fmt: skip
     return dict(stats, variant=model.variant, checkpoint=meta["checkpoint"], step=meta["step"],
@@ -539,6 +547,7 @@ def demo(
     """Draw the detections of `checkpoint` (default: the workdir's last trained phase) on a
     video file or frame folder into an mp4."""
     validate_config(config, "demo", workdir)
+    train_data.resolve_classes(config)
     stats = _draw(config, checkpoint or latest_checkpoint_dir(workdir), input_path, output_path)
     text = (
         f"demo: {stats['frames']} frames of {input_path} -> {output_path}, "
@@ -568,8 +577,8 @@ def score(
         raise UserError("--mode=score", "needs --detections=FILE or --tracks=FILE")
     out_json = os.path.join(workdir, "score.json")
     summary = score_lib.score_detections(
-        detections, config.data.root, split, frame_list=frame_list, out_json=out_json,
-        seq_nms=seq_nms,
+        detections, train_data.data_source(config, workdir), split, frame_list=frame_list,
+        out_json=out_json, seq_nms=seq_nms,
     )  # fmt: skip
     text = f"{report.score_report(summary)}\nwrote {out_json}"
     if not summary.get("counts", {}).get("detections"):
@@ -589,7 +598,11 @@ def _score_tracks(
     """`score` of a track file (and of a detections file given beside it)."""
     out_json = os.path.join(workdir, "score_tracks.json")
     summary = score_lib.score_tracks(
-        tracks, config.data.root, split, frame_list=frame_list, out_json=out_json
+        tracks,
+        train_data.data_source(config, workdir),
+        split,
+        frame_list=frame_list,
+        out_json=out_json,
     )
     text = f"{report.track_report(summary)}\nwrote {out_json}"
     if detections:
@@ -615,6 +628,8 @@ def check(config: Any, workdir: str) -> JobResult:
     every XML read), without building: every problem with what the build does about it (fix,
     drop, refuse) and the counts. `exit_code` 1 when the build would refuse the folder."""
     validate_config(config, "check", workdir)
+    if config.data.source == "cocovid":
+        return _check_cocovid(config)
     det = config.train.phase1_det
     result = dataset_check.check_root(
         config.data.root, datasets=("vid", "det") if det else ("vid",), decode=True
@@ -622,6 +637,18 @@ def check(config: Any, workdir: str) -> JobResult:
     counts = dict(result.findings.counts)
     data = {"root": result.root, "scanned": result.scanned, "counts": counts,
             "problems": [dataclasses.asdict(f) for f in result.findings.items]}  # fmt: skip
+    return JobResult(text=result.text(), data=data, exit_code=1 if result.refusals else 0)
+
+
+def _check_cocovid(config: Any) -> JobResult:
+    """`check` of a COCO-VID dataset: every JSON entry and image, as the build reads them."""
+    from input_pipeline import cocovid
+
+    source = train_data.data_source(config, "")
+    findings, scanned = cocovid.check(source, decode=True)
+    result = dataset_check.Report(str(source), findings, scanned)
+    data = {"root": result.root, "scanned": result.scanned, "counts": dict(findings.counts),
+            "problems": [dataclasses.asdict(f) for f in findings.items]}  # fmt: skip
     return JobResult(text=result.text(), data=data, exit_code=1 if result.refusals else 0)
 
 
@@ -634,6 +661,7 @@ def export(
     `tools/run_exported.py` runs without Flax or ssvd_jax (ssvd_jax/export.py says what is in
     it). A single-frame checkpoint (phase 1) exports the single-frame detector the same way."""
     validate_config(config, "export", workdir)
+    train_data.resolve_classes(config)
     folder = checkpoint or latest_checkpoint_dir(workdir)
     name = os.path.basename(os.path.dirname(os.path.abspath(folder)))
     out = output or os.path.join(workdir, "export", name)
@@ -644,6 +672,7 @@ def export(
     exported = export_lib.export_engine(
         engine, out, pixel_mean_bgr=config.data.pixel_mean_bgr,
         platforms=tuple(config.export.platforms), source=source,
+        class_names=train_data.class_names(config),
     )  # fmt: skip
     sizes = export_lib.artifact_bytes(out)
     left_out = "".join(f"; {p} left out ({why})" for p, why in

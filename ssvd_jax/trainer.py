@@ -33,7 +33,12 @@ from absl import logging
 from input_pipeline import flow_data, train_data
 from ssvd_jax import metric_logging, objective, train
 from ssvd_jax import workdir as workdir_lib
-from ssvd_jax.checkpoint import Checkpointer, restore_flownet
+from ssvd_jax.checkpoint import (
+    Checkpointer,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    restore_flownet,
+)
 from ssvd_jax.errors import UserError
 from ssvd_jax.files import atomic_write_json
 from ssvd_jax.models.outputs import anchors_for
@@ -226,7 +231,53 @@ def phase_variables(
             sub = _restore_subtree(config.train.pwcnet_checkpoint, template, "flownet")
             variables = _with_subtree(variables, "flownet", sub)
             report["flownet"] = "pwcnet_checkpoint"
+    first = next((p for p in config.train.phases if p in workdir_lib.PHASES), None)
+    if config.train.init_checkpoint and phase == first:
+        variables, changed = init_from_checkpoint(variables, config.train.init_checkpoint)
+        report.update(changed)
     return variables, report
+
+
+# The class subnets' last layers: their shapes follow the class count, so a fine-tuning start
+# from a detector of other classes draws them afresh (the prior-probability init).
+CLASS_LAYERS = ("cls_logits",)
+
+
+def init_from_checkpoint(
+    variables: dict[str, Any], folder: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """`variables` with every array of the detector checkpoint `folder` (a run's phase or a
+    converted release) that fits by path and shape; the class subnets' last layers stay as
+    initialised when the checkpoint's class count differs. Any other array that differs in
+    shape is a CheckpointMismatchError (another model); arrays the checkpoint lacks (e.g. the
+    streams, from a single-frame checkpoint) stay as initialised. Returns the variables and,
+    per module, where it came from ('init_checkpoint', or '... except <layers>')."""
+    if not os.path.isdir(folder):
+        raise CheckpointNotFoundError(folder, "no such checkpoint folder (train.init_checkpoint)")
+    ckpt = Checkpointer(folder, async_save=False)
+    try:
+        step = ckpt.latest_step()
+        expected = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
+        restored, meta, found = ckpt.restore_matching(expected, step)
+    finally:
+        ckpt.close()
+    wrong = [line for line in found["shape_differs"]
+             if not any(f"/{layer}/" in line for layer in CLASS_LAYERS)]  # fmt: skip
+    if wrong:
+        raise CheckpointMismatchError(folder, step, wrong)
+    out = dict(variables, **restored)
+    report = {}
+    for module in variables["params"]:
+        took = [p for p in found["restored"] if p.split("/")[1] == module]
+        fresh = sorted({line.split(":")[0].split("/")[-2] for line in found["shape_differs"]
+                        if line.split("/")[1] == module})  # fmt: skip
+        if took:
+            report[module] = "init_checkpoint" + (f" except {', '.join(fresh)} (other classes)"
+                                                  if fresh else "")  # fmt: skip
+    logging.info("initialised %s from %s (step %s, %s): %d arrays; class layers drawn afresh: %d",
+                 ", ".join(report), folder, step, meta.get("kind", "a run"),
+                 len(found["restored"]), len(found["shape_differs"]))  # fmt: skip
+    return out, report
 
 
 # ----------------------------------------------------------------------------------------------

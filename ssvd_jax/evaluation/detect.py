@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from input_pipeline import train_data
 from input_pipeline.preprocess import preprocess, read_frame
 from ssvd_jax import inference, metric_logging
 from ssvd_jax import workdir as workdir_lib
@@ -130,6 +131,11 @@ def evaluate_engine(
         suffix = "" if name == "fused" else f"_{name}"
         det_path = os.path.join(out_dir, f"det_VID_{split}{suffix}.txt")
         results.write_detections(det_path, dets)
+        if name == "fused":  # the same rows for COCO tools: image_id, category_id, bbox, score
+            results.write_coco_detections(
+                os.path.join(out_dir, f"det_VID_{split}.json"), dets,
+                score.category_ids(data_root, split),
+            )  # fmt: skip
         scored[name] = score.score_detections(
             det_path, data_root, split, frame_list=frame_list_for_score, seq_nms=seq_nms
         )
@@ -271,7 +277,7 @@ def evaluate_phases(
     single-frame baseline, phase 2: SSVD) into `<out_workdir>/eval/<phase>/`; write the
     side-by-side table to `<out_workdir>/eval/results_<split>.md`. Returns ({phase: summary},
     the table)."""
-    root = workdir_lib.data_root(config, workdir)
+    root = train_data.data_source(config, workdir)
     summaries, rows = {}, {}
     phases = [p for p in phases if p in workdir_lib.PHASES]  # the detectors (not pwcnet)
     for phase in trained_phases(workdir, phases):
@@ -300,12 +306,18 @@ def evaluate_phases(
         table += "\n\n" + report.quality_table(comparison, labels)
     atomic_write_text(
         os.path.join(out_workdir, "eval", f"results_{split}.md"),
-        f"ImageNet VID protocol on {root} ({split}); motion speed buckets as FGFA.\n\n{table}\n",
+        f"{_protocol(config)} on {root} ({split}); motion speed buckets as FGFA.\n\n{table}\n",
     )
     tracks = [f"{label}: {report.track_headline(s['tracks'])}" for label, s in rows.items()
               if "tracks" in s]  # fmt: skip
     text = "\n".join([f"evaluation on {split} ({root}):\n{table}", *tracks])
     return summaries, text
+
+
+def _protocol(config: Any) -> str:
+    if config.eval.iou_rule == "iou50":
+        return "ImageNet VID's AP protocol with plain IoU >= 0.5"
+    return "ImageNet VID protocol"
 
 
 def compare_models(
@@ -325,7 +337,7 @@ def compare_models(
     )
     videos = score.evaluation_videos(data_root, config.eval.split, first.get("frame_list"))
     qualities = subsets.frame_qualities(
-        data_root, [v.video_id for v, _ in videos], [v.frames for v, _ in videos]
+        score.files_root(data_root), [v.video_id for v, _ in videos], [v.frames for v, _ in videos]
     )
     masks = {"all": np.ones(gt.num_frames, bool)}
     if qualities is not None:
@@ -367,6 +379,6 @@ def compare_models(
 
 def first_video_folder(config: Any, workdir: str) -> str:
     """The frame folder of the first video of the evaluation split (the main job's demo)."""
-    root = workdir_lib.data_root(config, workdir)
+    root = train_data.data_source(config, workdir)
     video, _ = score.evaluation_videos(root, config.eval.split, config.eval.frame_list or None)[0]
     return os.path.dirname(os.fspath(video.image_path(root, 0)))

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from input_pipeline import classes, ilsvrc
+from input_pipeline import classes, cocovid, ilsvrc
 from ssvd_jax.evaluation import motion, results, stability, track_ap, track_results, tracks, vid_ap
 from ssvd_jax.evaluation import seq_nms as seq_nms_lib
 
@@ -102,10 +102,46 @@ def _videos_from_annotations(root: pathlib.Path, split: str) -> list[ilsvrc.Vide
     return videos
 
 
+def _cocovid_videos(
+    source: cocovid.Source, split: str, frame_list: PathLike | None
+) -> list[tuple[cocovid.Video, np.ndarray]]:
+    """A COCO-VID split's videos in file order, ids = the images' ids; with a frame list
+    (`<video name>/<frame stem> <id>` lines, as `_subset_list` writes), its frames only."""
+    dataset = cocovid.split_dataset(source, split)
+    out = [(v, np.asarray(v.image_ids, np.int64)) for v in dataset.videos]
+    if frame_list is None:
+        return out
+    path = pathlib.Path(frame_list)
+    if not path.is_file():
+        raise cocovid.CocoVidFormatError(path, "frame list not found")
+    listed: dict[str, set[str]] = collections.defaultdict(set)
+    for frame_path, _ in ilsvrc.read_vid_val_frames(path):
+        video, stem = frame_path.rsplit("/", 1)
+        listed[video].add(stem)
+    kept = []
+    for video, ids in out:
+        keep = [t for t, stem in enumerate(video.frames) if stem in listed.get(video.video_id, ())]
+        if keep:
+            video = dataclasses.replace(
+                video, frames=_take(video.frames, keep), files=_take(video.files, keep),
+                image_ids=_take(video.image_ids, keep), entries=_take(video.entries, keep),
+            )  # fmt: skip
+            kept.append((video, ids[keep]))
+    return kept
+
+
+def _take(values: tuple, index: list[int]) -> tuple:
+    return tuple(values[t] for t in index)
+
+
 def evaluation_videos(
-    data_root: PathLike, split: str = "val", frame_list: PathLike | None = None
+    data_root: PathLike | cocovid.Source, split: str = "val", frame_list: PathLike | None = None
 ) -> list[tuple[ilsvrc.Video, np.ndarray]]:
-    """The evaluated videos in list order, each with its frames' global 1-based ids."""
+    """The evaluated videos in list order, each with its frames' global 1-based ids.
+    `data_root` is an ILSVRC2015 folder or a `cocovid.Source` (then the split's JSON file
+    defines the videos, in file order, and the ids are its image ids)."""
+    if isinstance(data_root, cocovid.Source):
+        return _cocovid_videos(data_root, split, frame_list)
     root = pathlib.Path(data_root)
     if frame_list is not None:
         return _videos_from_list(frame_list, split, root)
@@ -125,8 +161,23 @@ def evaluation_videos(
     return out
 
 
+def video_annotations(
+    data_root: PathLike | cocovid.Source,
+    split: str,
+    video: Any,
+    counts: collections.Counter | None = None,
+) -> list[ilsvrc.Annotation | None]:
+    """Every frame's annotation of an evaluated video (None: an ILSVRC frame without XML)."""
+    if isinstance(data_root, cocovid.Source):
+        dataset = cocovid.split_dataset(data_root, split)
+        by_image = {i: ann for v, anns in zip(dataset.videos, dataset.annotations, strict=True)
+                    for i, ann in zip(v.image_ids, anns, strict=True)}  # fmt: skip
+        return [by_image[i] for i in video.image_ids]
+    return ilsvrc.read_video_annotations(data_root, video, counts)
+
+
 def load_ground_truth(
-    data_root: PathLike,
+    data_root: PathLike | cocovid.Source,
     split: str = "val",
     frame_list: PathLike | None = None,
     counts: collections.Counter | None = None,
@@ -137,30 +188,39 @@ def load_ground_truth(
     `counts` receives videos, frames, frames_without_xml, frames_without_gt, gt_boxes and
     gt_generated.
     """
-    root = pathlib.Path(data_root)
     counts = counts if counts is not None else collections.Counter()
-    videos = evaluation_videos(root, split, frame_list)
+    videos = evaluation_videos(data_root, split, frame_list)
+    coco = isinstance(data_root, cocovid.Source)
     if not videos:
+        where = (
+            "images in the JSON file" if coco else f"Data/VID/{split} or Annotations/VID/{split}"
+        )
         raise ilsvrc.IlsvrcFormatError(
-            root, f"no VID {split} frames found (Data/VID/{split} or Annotations/VID/{split})"
+            data_root.json_for(split) if coco else data_root, f"no {split} frames found ({where})"
         )
     frame_ids, video_starts = [], []
     rows, labels, boxes, motions, track_ids = [], [], [], [], []
+    crowd_rows, crowd_labels, crowd_boxes = [], [], []
     generated = 0
     row = 0
     for video, ids in videos:
         video_starts.append(row)
         frame_ids.append(ids)
-        anns = ilsvrc.read_video_annotations(root, video, counts)
+        anns = video_annotations(data_root, split, video, counts)
         per_frame = []
         for t, ann in enumerate(anns):
             objs = ann.objects if ann is not None else ()
             for obj in objs:
                 if obj.label is None:
                     raise ilsvrc.IlsvrcFormatError(
-                        video.annotation_path(root, t),
+                        video.annotation_path(data_root, t),
                         f"object {obj.wnid!r} is not one of the 30 VID classes",
                     )
+            crowd = [o for o in objs if o.crowd]
+            objs = [o for o in objs if not o.crowd]
+            crowd_rows.extend([row + t] * len(crowd))
+            crowd_labels.extend(o.label for o in crowd)
+            crowd_boxes.extend(o.box for o in crowd)
             per_frame.append([(o.track_id, o.box) for o in objs])
             rows.extend([row + t] * len(objs))
             labels.extend(o.label for o in objs)
@@ -169,6 +229,17 @@ def load_ground_truth(
             generated += sum(o.generated for o in objs)
         motions.extend(motion.video_motion_iou(per_frame))
         row += video.num_frames
+    extra: dict[str, Any] = {}
+    if coco:
+        names = cocovid.split_dataset(data_root, split).class_names
+        extra.update(num_classes=len(names), class_names=names, iou_rule=data_root.iou_rule)
+        if crowd_rows:
+            extra.update(
+                crowd_frame=np.asarray(crowd_rows, np.int64),
+                crowd_label=np.asarray(crowd_labels, np.int64),
+                crowd_boxes=np.asarray(crowd_boxes, np.float64).reshape(-1, 4),
+            )
+    counts["gt_crowd"] += len(crowd_rows)
     gt = vid_ap.GroundTruth(
         frame_ids=np.concatenate(frame_ids),
         frame=np.asarray(rows, np.int64),
@@ -177,6 +248,7 @@ def load_ground_truth(
         motion_iou=np.concatenate(motions) if motions else np.zeros(0),
         video_starts=np.asarray(video_starts, np.int64),
         track_id=np.asarray(track_ids, np.int64),
+        **extra,
     )
     counts["videos"] += len(videos)
     counts["frames_without_xml"] += 0  # always reported, 0 included
@@ -220,6 +292,42 @@ def evaluate(
     return summary
 
 
+def files_root(data_root: PathLike | cocovid.Source) -> PathLike:
+    """The folder beside which a dataset keeps its side files (the synthetic manifest): the
+    ILSVRC root, or a COCO-VID dataset's image root."""
+    return data_root.image_root if isinstance(data_root, cocovid.Source) else data_root
+
+
+def _name(data_root: PathLike | cocovid.Source) -> str:
+    return str(data_root) if isinstance(data_root, cocovid.Source) else os.fspath(data_root)
+
+
+def num_classes(data_root: PathLike | cocovid.Source, split: str) -> int:
+    """The class count of the dataset (30 for ILSVRC VID)."""
+    if isinstance(data_root, cocovid.Source):
+        return cocovid.split_dataset(data_root, split).num_classes
+    return classes.NUM_CLASSES
+
+
+def category_ids(data_root: PathLike | cocovid.Source, split: str) -> tuple[int, ...]:
+    """The ids that COCO-style result files use for the classes, in label order: the
+    dataset's category ids (1..30 for ILSVRC VID, the devkit's class ids)."""
+    if isinstance(data_root, cocovid.Source):
+        return cocovid.split_dataset(data_root, split).category_ids
+    return tuple(range(1, classes.NUM_CLASSES + 1))
+
+
+def read_detections(
+    path: PathLike, data_root: PathLike | cocovid.Source, split: str
+) -> vid_ap.Detections:
+    """A detections file for this dataset: COCO-style JSON (`.json`: image_id, category_id,
+    bbox [x, y, w, h], score; the dataset's category ids) or the devkit's text lines
+    (`frame_id class_id score x1 y1 x2 y2`, class ids 1..C)."""
+    if os.fspath(path).lower().endswith(".json"):
+        return results.read_coco_detections(path, category_ids(data_root, split))
+    return results.read_detections(path, num_classes(data_root, split))
+
+
 def score_detections(
     detections_path: PathLike,
     data_root: PathLike,
@@ -242,7 +350,7 @@ def score_detections(
     left out of the means.
     """
     counts: collections.Counter = collections.Counter()
-    dets = results.read_detections(detections_path)
+    dets = read_detections(detections_path, data_root, split)
     gt = load_ground_truth(data_root, split, frame_list, counts)
     if seq_nms:
         before = len(dets)
@@ -251,7 +359,7 @@ def score_detections(
     summary = evaluate(gt, dets, counts)
     summary.update(
         detections_file=os.fspath(detections_path),
-        data_root=os.fspath(data_root),
+        data_root=_name(data_root),
         split=split,
         frame_list=None if frame_list is None else os.fspath(frame_list),
         seq_nms=bool(seq_nms),
@@ -320,7 +428,7 @@ def score_tracks(
     that does, naming its XML file.
     """
     counts: collections.Counter = collections.Counter()
-    preds = track_results.read_tracks(tracks_path)
+    preds = track_results.read_tracks(tracks_path, num_classes(data_root, split))
     gt = load_ground_truth(data_root, split, frame_list, counts)
     try:
         summary = evaluate_tracks(gt, preds, counts)
@@ -336,7 +444,7 @@ def score_tracks(
         raise ilsvrc.IlsvrcFormatError(xml, e.problem) from None
     summary.update(
         tracks_file=os.fspath(tracks_path),
-        data_root=os.fspath(data_root),
+        data_root=_name(data_root),
         split=split,
         frame_list=None if frame_list is None else os.fspath(frame_list),
     )
