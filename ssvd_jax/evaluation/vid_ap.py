@@ -116,7 +116,8 @@ class GroundTruth:
     crowd_frame / crowd_label / crowd_boxes: [K] frame rows, [K] labels, [K, 4] boxes of crowd
       regions (COCO's iscrowd); not ground truth (not in npos, motion buckets or tracks): they
       only absorb detections that match nothing else (module docstring). None: no regions.
-    class_names: the name of each class, len num_classes; empty: the 30 VID names (`names`).
+    class_names: the name of each class, len num_classes; empty: the 30 VID names, or generic
+      ones for another number of classes (`names`).
     """
 
     frame_ids: np.ndarray
@@ -197,9 +198,12 @@ class GroundTruth:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """The class names: `class_names`, or the 30 VID names when it is empty."""
+        """The class names: `class_names`; when it is empty, the 30 VID names for 30 classes,
+        else 'class_1', 'class_2', ... (1-based, like the ids of the result files)."""
         if self.class_names:
             return self.class_names
+        if self.num_classes != NUM_CLASSES:
+            return tuple(f"class_{k + 1}" for k in range(self.num_classes))
         # Imported here: the VID names live in input_pipeline (floor 1, below this module), and
         # its package import registers the TFDS builders, which plain matching does not need.
         from input_pipeline.classes import CLASS_NAMES
