@@ -99,7 +99,7 @@ def _frame_overlaps(
     hi = np.searchsorted(gt.frame, rows, "right")
     pair_seg, pair_gt = vid_ap.expand_pairs(lo, hi)
     boxes = dets.boxes[matching.det_index[unmatched]]
-    iou, _ = vid_ap.pair_iou(boxes[pair_seg], gt.boxes[pair_gt])
+    iou, _ = gt.pair_iou(boxes[pair_seg], gt.boxes[pair_gt])  # the ground truth's iou_rule
     return _FrameOverlaps(unmatched, pair_seg, pair_gt, iou, hi - lo)
 
 

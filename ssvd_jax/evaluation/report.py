@@ -14,23 +14,37 @@ def pct(v: float | None) -> str:
     return "-" if v is None or v != v else f"{100 * v:.1f}"
 
 
+def class_names(summary: dict[str, Any], per_class_key: str) -> list[str]:
+    """The classes of a summary, in order: its 'classes' list (the dataset's categories), else
+    the keys of its per-class table `per_class_key`, else the 30 VID names."""
+    names = summary.get("classes") or list(summary.get(per_class_key) or ())
+    return [str(n) for n in names] if names else list(CLASS_NAMES)
+
+
+def _name_width(names: list[str]) -> int:
+    # 14 fits every VID name; a dataset's own names may be longer.
+    return max([14] + [len(n) + 2 for n in names])
+
+
 def class_table(summary: dict[str, Any]) -> str:
     """Per-class AP table (overall and per speed) with class names, then the means."""
 
     def cell(v: float | None) -> str:
         return "     -" if v is None or v != v else f"{v:6.4f}"
 
-    head = f"{'class':<14}{'AP':>8}{'slow':>8}{'medium':>8}{'fast':>8}{'#GT':>9}"
+    names = class_names(summary, "AP")
+    w = _name_width(names)
+    head = f"{'class':<{w}}{'AP':>8}{'slow':>8}{'medium':>8}{'fast':>8}{'#GT':>9}"
     lines = [head, "-" * len(head)]
-    for name in CLASS_NAMES:
+    for name in names:
         lines.append(
-            f"{name:<14}  {cell(summary['AP'][name])}"
+            f"{name:<{w}}  {cell(summary['AP'][name])}"
             + "".join(f"  {cell(summary[f'AP_{b}'][name])}" for b in SPEED_BUCKETS)
             + f"{summary['num_gt'][name]:>9d}"
         )
     lines.append("-" * len(head))
     lines.append(
-        f"{'mAP':<14}  {cell(summary['mAP'])}"
+        f"{'mAP':<{w}}  {cell(summary['mAP'])}"
         + "".join(f"  {cell(summary[f'mAP_{b}'])}" for b in SPEED_BUCKETS)
         + f"{sum(summary['num_gt'].values()):>9d}"
     )
@@ -77,11 +91,13 @@ def track_report(summary: dict[str, Any]) -> str:
         return "     -" if v is None or v != v else f"{v:6.4f}"
 
     taus = [k[1:] for k in TRACK_TAUS]
-    head = f"{'class':<14}{'AP_track':>10}" + "".join(f"{t:>8}" for t in taus) + f"{'#tracks':>9}"
+    names = class_names(summary, "AP_track")
+    w = _name_width(names)
+    head = f"{'class':<{w}}{'AP_track':>10}" + "".join(f"{t:>8}" for t in taus) + f"{'#tracks':>9}"
     lines = [head, "-" * len(head)]
-    for name in CLASS_NAMES:
+    for name in names:
         lines.append(
-            f"{name:<14}    {cell(summary['AP_track'][name])}"
+            f"{name:<{w}}    {cell(summary['AP_track'][name])}"
             + "".join(f"  {cell(summary[f'AP_track{k}'][name])}" for k in TRACK_TAUS)
             + f"{summary['num_gt_tracks'][name]:>9d}"
         )

@@ -259,8 +259,8 @@ def load_ground_truth(
     return gt
 
 
-def _per_class(values: np.ndarray) -> dict[str, float]:
-    return {name: float(v) for name, v in zip(classes.CLASS_NAMES, values, strict=True)}
+def _per_class(values: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
+    return {name: float(v) for name, v in zip(names, values, strict=True)}
 
 
 def evaluate(
@@ -275,18 +275,22 @@ def evaluate(
     counts["detections_scored"] += overall.num_detections
     counts["detections_off_list"] += overall.num_dropped
     counts["true_positives"] += overall.num_tp
+    counts["detections_ignored_crowd"] += matching.num_ignored
     for name in motion.SPEED_BUCKETS:
         counts[f"gt_{name}"] += int(speed.npos[name].sum())
+    names = gt.names
     summary: dict[str, Any] = {
         "mAP": overall.mAP,
-        "AP": _per_class(overall.ap),
+        "AP": _per_class(overall.ap, names),
         **{f"mAP_{b}": speed.mAP[b] for b in motion.SPEED_BUCKETS},
-        **{f"AP_{b}": _per_class(speed.ap[b]) for b in motion.SPEED_BUCKETS},
-        "num_gt": {k: int(v) for k, v in _per_class(overall.npos).items()},
+        **{f"AP_{b}": _per_class(speed.ap[b], names) for b in motion.SPEED_BUCKETS},
+        "num_gt": {k: int(v) for k, v in _per_class(overall.npos, names).items()},
         **{
-            f"num_gt_{b}": {k: int(v) for k, v in _per_class(speed.npos[b]).items()}
+            f"num_gt_{b}": {k: int(v) for k, v in _per_class(speed.npos[b], names).items()}
             for b in motion.SPEED_BUCKETS
         },
+        "classes": list(names),
+        "iou_rule": gt.iou_rule,
         "counts": dict(sorted(counts.items())),
     }
     return summary
@@ -397,11 +401,16 @@ def evaluate_tracks(
     counts["tracks"] += result.num_tracks
     counts["gt_tracks"] += result.num_gt_tracks
     taus = [tau_key(t) for t in result.taus]
+    names = gt.names
     summary: dict[str, Any] = {"mAP_track": result.mAP_track}
     summary.update({f"mAP_track{k}": float(m) for k, m in zip(taus, result.mAP, strict=True)})
-    summary["AP_track"] = _per_class(np.mean(result.ap, axis=0))
-    summary.update({f"AP_track{k}": _per_class(a) for k, a in zip(taus, result.ap, strict=True)})
-    summary["num_gt_tracks"] = {k: int(v) for k, v in _per_class(result.npos).items()}
+    summary["AP_track"] = _per_class(np.mean(result.ap, axis=0), names)
+    summary.update(
+        {f"AP_track{k}": _per_class(a, names) for k, a in zip(taus, result.ap, strict=True)}
+    )
+    summary["num_gt_tracks"] = {k: int(v) for k, v in _per_class(result.npos, names).items()}
+    summary["classes"] = list(names)
+    summary["iou_rule"] = gt.iou_rule
     summary["true_positive_tracks"] = {
         k[1:]: int(n) for k, n in zip(taus, result.num_tp, strict=True)
     }

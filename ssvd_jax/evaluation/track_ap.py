@@ -6,7 +6,8 @@ Rules (the section numbers are TRACK_PROTOCOL's):
   class; a predicted track's score is the mean of its detections' scores).
 * §2 overlap of a predicted track P and a ground-truth track G of the same class and video:
   ov = (frames where both have a box and IoU(P's box, G's box) >= G's per-object threshold
-  min(0.5, wh / ((w + 10)(h + 10))), +1 sizes) / (frames where P or G has a box).
+  min(0.5, wh / ((w + 10)(h + 10))), +1 sizes) / (frames where P or G has a box); under
+  `GroundTruth.iou_rule = 'iou50'`, continuous IoU >= 0.5 instead.
 * §2 matching, per video and per tau separately: predicted tracks by descending score (ties:
   lower track id first); each takes, among the ground-truth tracks not yet taken at this tau
   with ov >= tau, the one with the largest ov (the first in ground-truth order on ties): TP, the
@@ -74,9 +75,10 @@ def track_overlaps(
     entry_pred, pos = vid_ap.expand_pairs(lo, hi)
     entry_gt = gt_sorted[pos]
     gt_rows = gt_tracks.index[entry_gt]
-    iou, overlaps = vid_ap.pair_iou(preds.dets.boxes[pred_tracks.index[entry_pred]],
-                                    gt.boxes[gt_rows])  # fmt: skip
-    entry_hit = overlaps & (iou >= vid_ap.iou_thresholds(gt.boxes)[gt_rows])
+    # The ground truth's iou_rule: the devkit's +1 IoU and per-object threshold by default.
+    iou, overlaps = gt.pair_iou(preds.dets.boxes[pred_tracks.index[entry_pred]],
+                                gt.boxes[gt_rows])  # fmt: skip
+    entry_hit = overlaps & (iou >= gt.thresholds()[gt_rows])
     pair_p, pair_g = pred_tracks.track_of[entry_pred], gt_tracks.track_of[entry_gt]
     key = pair_p * max(len(gt_tracks), 1) + pair_g
     unique, inverse = np.unique(key, return_inverse=True)

@@ -22,6 +22,13 @@ Rules implemented, quirks included (section numbers are VID_PROTOCOL's):
   rule and the only one that gives a finite mAP on a subset; on the full VID val set every class
   has ground truth, so the mean is the published 30-class mean.
 
+Datasets other than ILSVRC (COCO-VID JSON) choose `GroundTruth.iou_rule = 'iou50'`: continuous
+boxes (w = x2 - x1) and a plain IoU >= 0.5 for every object, COCO's rule at IoU 0.5; and may
+carry crowd regions (COCO's `iscrowd` boxes), which are not ground truth: an otherwise unmatched
+detection that a same-frame, same-class crowd region covers (intersection / detection area >=
+CROWD_COVER, in the rule's box convention) is ignored, neither TP nor FP (`Matching.num_ignored`).
+The defaults ('ilsvrc', no crowd regions) are the devkit's rules above, bit for bit.
+
 Everything is vectorised with numpy except the greedy assignment inside groups of detections that
 compete for the same ground truth box (a short Python loop over those detections only).
 Labels are 0-based here (0 = airplane); result files use 1..30 (`results.py`).
@@ -39,6 +46,13 @@ NUM_CLASSES = 30
 # VID_PROTOCOL §1: the devkit's defaultIOUthr and pixelTolerance.
 DEFAULT_IOU_THRESHOLD = 0.5
 PIXEL_TOLERANCE = 10.0
+# How predicted boxes are compared with ground truth: 'ilsvrc' (the devkit: inclusive "+1"
+# pixel boxes, the per-object threshold of iou_thresholds) or 'iou50' (continuous boxes,
+# w = x2 - x1, plain IoU >= 0.5 for every object: COCO's rule at IoU 0.5).
+IOU_RULES: tuple[str, ...] = ("ilsvrc", "iou50")
+# COCO's iscrowd rule: a crowd region absorbs a detection when intersection / detection area
+# reaches the IoU threshold, 0.5 here for either rule (areas in the rule's box convention).
+CROWD_COVER = 0.5
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -98,6 +112,12 @@ class GroundTruth:
     video_starts: [V] first row of each video (rows of a video are contiguous), for Seq-NMS.
     track_id: [G] the XML `<trackid>` of each box (an object's id within its video), needed for
       the tracklet evaluation (docs/TRACK_PROTOCOL.md).
+    iou_rule: one of IOU_RULES ('ilsvrc': the devkit's +1 boxes and per-object threshold).
+    crowd_frame / crowd_label / crowd_boxes: [K] frame rows, [K] labels, [K, 4] boxes of crowd
+      regions (COCO's iscrowd); not ground truth (not in npos, motion buckets or tracks): they
+      only absorb detections that match nothing else (module docstring). None: no regions.
+    class_names: the name of each class, len num_classes; empty: the 30 VID names, or generic
+      ones for another number of classes (`names`).
     """
 
     frame_ids: np.ndarray
@@ -108,6 +128,11 @@ class GroundTruth:
     video_starts: np.ndarray | None = None
     num_classes: int = NUM_CLASSES
     track_id: np.ndarray | None = None
+    iou_rule: str = "ilsvrc"
+    crowd_frame: np.ndarray | None = None
+    crowd_label: np.ndarray | None = None
+    crowd_boxes: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "frame_ids", np.asarray(self.frame_ids, np.int64).reshape(-1))
@@ -139,6 +164,63 @@ class GroundTruth:
             if len(track_id) != g:
                 raise ValueError("GroundTruth: track_id must have one value per box")
             object.__setattr__(self, "track_id", track_id)
+        if self.iou_rule not in IOU_RULES:
+            raise ValueError(
+                f"GroundTruth: iou_rule {self.iou_rule!r} is not one of {', '.join(IOU_RULES)}"
+            )
+        self._init_crowd()
+        names = tuple(str(n) for n in self.class_names)
+        if names and len(names) != self.num_classes:
+            raise ValueError(
+                f"GroundTruth: {len(names)} class_names for {self.num_classes} classes"
+            )
+        object.__setattr__(self, "class_names", names)
+
+    def _init_crowd(self) -> None:
+        given = [x is not None for x in (self.crowd_frame, self.crowd_label, self.crowd_boxes)]
+        if not any(given):
+            return
+        if not all(given):
+            raise ValueError("GroundTruth: crowd_frame, crowd_label and crowd_boxes go together")
+        frame = np.asarray(self.crowd_frame, np.int64).reshape(-1)
+        label = np.asarray(self.crowd_label, np.int64).reshape(-1)
+        boxes = np.asarray(self.crowd_boxes, np.float64).reshape(-1, 4)
+        k = len(frame)
+        if len(label) != k or len(boxes) != k:
+            raise ValueError("GroundTruth: crowd_frame, crowd_label and crowd_boxes differ in rows")
+        if k and (frame.min() < 0 or frame.max() >= len(self.frame_ids)):
+            raise ValueError("GroundTruth: a crowd region refers to a frame row past frame_ids")
+        if k and (label.min() < 0 or label.max() >= self.num_classes):
+            raise ValueError(f"GroundTruth: crowd labels must be in 0..{self.num_classes - 1}")
+        object.__setattr__(self, "crowd_frame", frame)
+        object.__setattr__(self, "crowd_label", label)
+        object.__setattr__(self, "crowd_boxes", boxes)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The class names: `class_names`; when it is empty, the 30 VID names for 30 classes,
+        else 'class_1', 'class_2', ... (1-based, like the ids of the result files)."""
+        if self.class_names:
+            return self.class_names
+        if self.num_classes != NUM_CLASSES:
+            return tuple(f"class_{k + 1}" for k in range(self.num_classes))
+        # Imported here: the VID names live in input_pipeline (floor 1, below this module), and
+        # its package import registers the TFDS builders, which plain matching does not need.
+        from input_pipeline.classes import CLASS_NAMES
+
+        return CLASS_NAMES
+
+    @property
+    def num_crowd(self) -> int:
+        return 0 if self.crowd_frame is None else len(self.crowd_frame)
+
+    def pair_iou(self, a_Nx4: np.ndarray, b_Nx4: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`pair_iou_by_rule` under this ground truth's iou_rule."""
+        return pair_iou_by_rule(a_Nx4, b_Nx4, self.iou_rule)
+
+    def thresholds(self) -> np.ndarray:
+        """[G] the IoU each box needs under this ground truth's iou_rule."""
+        return iou_thresholds(self.boxes, self.iou_rule)
 
     @property
     def num_frames(self) -> int:
@@ -162,9 +244,14 @@ class GroundTruth:
         return [self.frame_ids[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-def iou_thresholds(boxes_Gx4: np.ndarray) -> np.ndarray:
-    """Per-object IoU threshold min(0.5, w*h / ((w+10)(h+10))), +1 sizes (VID_PROTOCOL §1)."""
+def iou_thresholds(boxes_Gx4: np.ndarray, rule: str = "ilsvrc") -> np.ndarray:
+    """Per-object IoU threshold: 'ilsvrc' min(0.5, w*h / ((w+10)(h+10))), +1 sizes
+    (VID_PROTOCOL §1); 'iou50' 0.5 for every object."""
     boxes_Gx4 = np.asarray(boxes_Gx4, np.float64)
+    if rule == "iou50":
+        return np.full(len(boxes_Gx4), DEFAULT_IOU_THRESHOLD)
+    if rule != "ilsvrc":
+        raise ValueError(f"iou rule {rule!r} is not one of {', '.join(IOU_RULES)}")
     w = boxes_Gx4[:, 2] - boxes_Gx4[:, 0] + 1
     h = boxes_Gx4[:, 3] - boxes_Gx4[:, 1] + 1
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -192,6 +279,49 @@ def pair_iou(a_Nx4: np.ndarray, b_Nx4: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return iou, overlaps
 
 
+def pair_iou_continuous(a_Nx4: np.ndarray, b_Nx4: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IoU of row-aligned box pairs with continuous coordinates (w = x2 - x1, COCO).
+
+    Returns (iou [N], overlaps [N]) like `pair_iou`: iou is 0 where iw or ih <= 0.
+    """
+    iw = np.minimum(a_Nx4[:, 2], b_Nx4[:, 2]) - np.maximum(a_Nx4[:, 0], b_Nx4[:, 0])
+    ih = np.minimum(a_Nx4[:, 3], b_Nx4[:, 3]) - np.maximum(a_Nx4[:, 1], b_Nx4[:, 1])
+    overlaps = (iw > 0) & (ih > 0)
+    inter = iw * ih
+    union = (
+        (a_Nx4[:, 2] - a_Nx4[:, 0]) * (a_Nx4[:, 3] - a_Nx4[:, 1])
+        + (b_Nx4[:, 2] - b_Nx4[:, 0]) * (b_Nx4[:, 3] - b_Nx4[:, 1])
+        - inter
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(overlaps, inter / np.where(overlaps, union, 1.0), 0.0)
+    return iou, overlaps
+
+
+def pair_iou_by_rule(
+    a_Nx4: np.ndarray, b_Nx4: np.ndarray, rule: str = "ilsvrc"
+) -> tuple[np.ndarray, np.ndarray]:
+    """`pair_iou` (the devkit's +1 boxes) for 'ilsvrc', `pair_iou_continuous` for 'iou50'."""
+    if rule == "ilsvrc":
+        return pair_iou(a_Nx4, b_Nx4)
+    if rule == "iou50":
+        return pair_iou_continuous(a_Nx4, b_Nx4)
+    raise ValueError(f"iou rule {rule!r} is not one of {', '.join(IOU_RULES)}")
+
+
+def crowd_cover(det_Nx4: np.ndarray, crowd_Nx4: np.ndarray, rule: str = "ilsvrc") -> np.ndarray:
+    """[N] intersection / detection area of row-aligned (detection, crowd region) pairs, COCO's
+    iscrowd overlap; +1 sizes under 'ilsvrc', continuous under 'iou50'; 0 without overlap."""
+    one = 1.0 if rule == "ilsvrc" else 0.0
+    iw = np.minimum(det_Nx4[:, 2], crowd_Nx4[:, 2]) - np.maximum(det_Nx4[:, 0], crowd_Nx4[:, 0])
+    ih = np.minimum(det_Nx4[:, 3], crowd_Nx4[:, 3]) - np.maximum(det_Nx4[:, 1], crowd_Nx4[:, 1])
+    iw, ih = iw + one, ih + one
+    overlaps = (iw > 0) & (ih > 0)
+    area = (det_Nx4[:, 2] - det_Nx4[:, 0] + one) * (det_Nx4[:, 3] - det_Nx4[:, 1] + one)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(overlaps & (area > 0), iw * ih / np.where(area > 0, area, 1.0), 0.0)
+
+
 def average_precision(rec: np.ndarray, prec: np.ndarray) -> float:
     """All-point interpolated AP (VOC2010+ `VOCap`, FGFA `vid_ap`; VID_PROTOCOL §1)."""
     mrec = np.concatenate(([0.0], np.asarray(rec, np.float64), [1.0]))
@@ -217,13 +347,16 @@ class Matching:
     det_index: [M] indices into the Detections of those on listed frames, in evaluation order
     (frame-list order, then descending score, ties in input order); frame: [M] their frame rows;
     matched_gt: [M] index of the ground truth box each one claimed, -1 if none (a FP);
-    num_dropped: detections on frames outside the list.
+    num_dropped: detections on frames outside the list;
+    num_ignored: detections on listed frames that a crowd region absorbed (module docstring),
+    left out of det_index, so they are neither TP nor FP for any consumer.
     """
 
     det_index: np.ndarray
     frame: np.ndarray
     matched_gt: np.ndarray
     num_dropped: int
+    num_ignored: int = 0
 
 
 def frame_rows(frame_ids: np.ndarray, query_ids: np.ndarray) -> np.ndarray:
@@ -261,8 +394,8 @@ def match_detections(gt: GroundTruth, dets: Detections) -> Matching:
     hi = np.searchsorted(gt_key_sorted, det_key, "right")
     pair_det, pair_pos = expand_pairs(lo, hi)
     pair_gt = gt_order[pair_pos]
-    iou, overlaps = pair_iou(dets.boxes[order[pair_det]], gt.boxes[pair_gt])
-    thr = iou_thresholds(gt.boxes)
+    iou, overlaps = gt.pair_iou(dets.boxes[order[pair_det]], gt.boxes[pair_gt])
+    thr = gt.thresholds()
     cand = overlaps & (iou >= thr[pair_gt])
     c_det, c_gt, c_iou = pair_det[cand], pair_gt[cand], iou[cand]
 
@@ -295,7 +428,31 @@ def match_detections(gt: GroundTruth, dets: Detections) -> Matching:
             if kmax >= 0:
                 taken[kmax] = True
                 matched[k_det[s]] = kmax
-    return Matching(order, rows, matched, int(len(dets) - len(listed)))
+    num_dropped = int(len(dets) - len(listed))
+    if not gt.num_crowd:
+        return Matching(order, rows, matched, num_dropped)
+    ignored = _crowd_ignored(gt, dets, order, det_key, matched)
+    keep = ~ignored
+    return Matching(order[keep], rows[keep], matched[keep], num_dropped, int(ignored.sum()))
+
+
+def _crowd_ignored(
+    gt: GroundTruth, dets: Detections, order: np.ndarray, det_key: np.ndarray, matched: np.ndarray
+) -> np.ndarray:
+    """[M] the unmatched detections that a same-frame, same-class crowd region covers."""
+    crowd_key = gt.crowd_frame * gt.num_classes + gt.crowd_label
+    crowd_order = np.argsort(crowd_key, kind="stable")
+    crowd_key_sorted = crowd_key[crowd_order]
+    unmatched = np.flatnonzero(matched < 0)
+    lo = np.searchsorted(crowd_key_sorted, det_key[unmatched], "left")
+    hi = np.searchsorted(crowd_key_sorted, det_key[unmatched], "right")
+    pair_u, pair_pos = expand_pairs(lo, hi)
+    cover = crowd_cover(
+        dets.boxes[order[unmatched[pair_u]]], gt.crowd_boxes[crowd_order[pair_pos]], gt.iou_rule
+    )
+    ignored = np.zeros(len(matched), bool)
+    ignored[unmatched[pair_u[cover >= CROWD_COVER]]] = True
+    return ignored
 
 
 def pooled_order(scores: np.ndarray) -> np.ndarray:
