@@ -200,7 +200,7 @@ class Checkpointer:
         def prune(tree: Any, prefix: str) -> Any:
             if isinstance(tree, dict):
                 out = {k: prune(v, f"{prefix}/{k}" if prefix else str(k)) for k, v in tree.items()}
-                return {k: v for k, v in out.items() if v is not None}
+                return {k: v for k, v in out.items() if v is not None and v != {}}
             got = flat_saved.get(prefix)
             if got is None:
                 report["not_in_checkpoint"].append(prefix)

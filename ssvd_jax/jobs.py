@@ -5,11 +5,12 @@ and paths, does its work and returns a `JobResult` (the text for the user and th
 train_and_evaluate  data -> training phases -> evaluation of each phase -> demo -> summary.json
 evaluate            a workdir's trained phases, or one checkpoint folder, on `eval.split`
 demo                a model's detections drawn on a video or frame folder, mp4 out
-score               a devkit detections file against ILSVRC annotations, no model
+score               a devkit or COCO-style detections file against the dataset's annotations
 convert             a PyTorch checkpoint -> an orbax checkpoint folder
-check               an ILSVRC folder checked as the dataset builders check it, nothing built
+check               an ILSVRC folder or COCO-VID files checked as the builders check them
 export              a checkpoint's online engine step as a jax.export artifact (ssvd_jax/export.py)
-(`sweep.py` and `overfit.py`, beside this module, are jobs too.)
+(`sweep.py` and `overfit.py`, beside this module, are jobs too.) With `data.source=cocovid`
+every job takes its class list from the dataset's files first (`train_data.resolve_classes`).
 
 Problems the user can fix are raised as `ssvd_jax.errors.UserError` (file and problem);
 `main.py` prints them as one line. Every job validates the config first (`validate_config`),

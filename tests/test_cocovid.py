@@ -233,7 +233,8 @@ def test_ilsvrc_to_cocovid_round_trip_scores_the_same(fixtures_dir, tmp_path, rn
         assert (np.isnan(a) and np.isnan(b)) or abs(a - b) <= 1e-9, (key, a, b)
     assert 0.0 < as_ilsvrc["mAP"] < 1.0
     coco = tmp_path / "dets.json"
-    results.write_coco_detections(coco, results.read_detections(text), score.category_ids(src, split))
+    ids = score.category_ids(src, split)
+    results.write_coco_detections(coco, results.read_detections(text), ids)
     assert abs(score.score_detections(coco, src, split)["mAP"] - as_ilsvrc["mAP"]) <= 1e-9
 
 
@@ -313,7 +314,8 @@ def test_fine_tuning_to_other_classes_starts_only_the_class_layers_afresh(traine
     flat_new = dict(jax.tree_util.tree_leaves_with_path(started["params"]))
     flat_saved = dict(jax.tree_util.tree_leaves_with_path(saved["params"]))
     differ = [jax.tree_util.keystr(k) for k, v in flat_new.items()
-              if v.shape != flat_saved[k].shape or not np.array_equal(v, flat_saved[k])]  # fmt: skip
+              if v.shape != flat_saved[k].shape
+              or not np.array_equal(v, flat_saved[k])]  # fmt: skip
     assert differ and all("cls_logits" in k for k in differ), differ
     assert flat_new[next(k for k in flat_new if "cls_logits" in jax.tree_util.keystr(k)
                          and "kernel" in jax.tree_util.keystr(k))].shape[-1] == 9 * 30  # fmt: skip

@@ -304,9 +304,12 @@ def evaluate_phases(
                 stream_summary["quality"] = comparison["models"][f"{phase}:{stream}"]
                 labels[f"{phase}:{stream}"] = f"  {report.STREAM_NAMES[stream]} alone"
         table += "\n\n" + report.quality_table(comparison, labels)
+    per_class = "".join(f"\n{label}, AP per class:\n\n```\n{report.class_table(s)}\n```\n"
+                        for label, s in rows.items())  # fmt: skip
     atomic_write_text(
         os.path.join(out_workdir, "eval", f"results_{split}.md"),
-        f"{_protocol(config)} on {root} ({split}); motion speed buckets as FGFA.\n\n{table}\n",
+        f"{_protocol(config)} on {root} ({split}); motion speed buckets as FGFA.\n\n{table}\n"
+        + per_class,
     )
     tracks = [f"{label}: {report.track_headline(s['tracks'])}" for label, s in rows.items()
               if "tracks" in s]  # fmt: skip

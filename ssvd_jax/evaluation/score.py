@@ -343,8 +343,10 @@ def score_detections(
     """Score a devkit detections file (VID_PROTOCOL §1, §2); optionally write the JSON summary
     (`evaluation.report.score_report` renders it).
 
-    detections_path: `frame_id class_id score x1 y1 x2 y2` lines (results.read_detections).
-    data_root: the ILSVRC2015 folder holding Annotations/VID/<split> (and Data/, ImageSets/).
+    detections_path: `frame_id class_id score x1 y1 x2 y2` lines (results.read_detections),
+      or a COCO-style `.json` list of {image_id, category_id, bbox, score} (`read_detections`).
+    data_root: the ILSVRC2015 folder holding Annotations/VID/<split> (and Data/, ImageSets/),
+      or a `cocovid.Source` (its split's JSON file; frame ids are image ids).
     split: 'val' for the benchmark; 'train' works the same (e.g. the mini fixture).
     frame_list: optional list file defining frames and ids (module docstring).
     out_json: where to write the summary (keys mAP, AP, mAP_slow, mAP_medium, mAP_fast, the
