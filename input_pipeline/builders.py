@@ -110,6 +110,18 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
     def _set_split_metadata(self, split: str, **values: Any) -> None:
         self.info.metadata.setdefault("splits", {})[split] = values
 
+    def _set_video_table(self, split: str, videos: Any) -> None:
+        """A video split's table (`pipeline.open_table` reads it): each video's id, first
+        record, length and the frames sampled for training."""
+        starts = np.cumsum([0] + [v.num_frames for v in videos])
+        self._set_split_metadata(
+            split,
+            video_ids=[v.video_id for v in videos],
+            starts=[int(s) for s in starts[:-1]],
+            num_frames=[v.num_frames for v in videos],
+            sample_frames=[list(v.sample_frames) for v in videos],
+        )
+
 
 class ImagenetVid(_LocalBuilder):
     """ImageNet VID (ILSVRC2015), train and val: one example per frame, in video order."""
@@ -159,14 +171,7 @@ class ImagenetVid(_LocalBuilder):
                     split,
                 )
                 continue
-            starts = np.cumsum([0] + [v.num_frames for v in videos])
-            self._set_split_metadata(
-                split,
-                video_ids=[v.video_id for v in videos],
-                starts=[int(s) for s in starts[:-1]],
-                num_frames=[v.num_frames for v in videos],
-                sample_frames=[list(v.sample_frames) for v in videos],
-            )
+            self._set_video_table(split, videos)
             generators[split] = self._generate_examples(root, split, videos, counts)
         return generators
 
@@ -356,15 +361,7 @@ class CocoVid(_LocalBuilder):
             dataset = cocovid.load(path, self._source.image_root)
             self.info.metadata["class_names"] = list(dataset.class_names)
             self.info.metadata["category_ids"] = list(dataset.category_ids)
-            videos = dataset.videos
-            starts = np.cumsum([0] + [v.num_frames for v in videos])
-            self._set_split_metadata(
-                split,
-                video_ids=[v.video_id for v in videos],
-                starts=[int(s) for s in starts[:-1]],
-                num_frames=[v.num_frames for v in videos],
-                sample_frames=[list(v.sample_frames) for v in videos],
-            )
+            self._set_video_table(split, dataset.videos)
             generators[split] = self._generate_examples(split, dataset)
         return generators
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -102,6 +103,12 @@ class Dataset:
     @property
     def num_frames(self) -> int:
         return sum(v.num_frames for v in self.videos)
+
+    @functools.cached_property
+    def annotation_of_image(self) -> dict[int, ilsvrc.Annotation]:
+        """{image id: its frame's annotation}, built once per dataset."""
+        return {i: ann for v, anns in zip(self.videos, self.annotations, strict=True)
+                for i, ann in zip(v.image_ids, anns, strict=True)}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

@@ -169,9 +169,7 @@ def video_annotations(
 ) -> list[ilsvrc.Annotation | None]:
     """Every frame's annotation of an evaluated video (None: an ILSVRC frame without XML)."""
     if isinstance(data_root, cocovid.Source):
-        dataset = cocovid.split_dataset(data_root, split)
-        by_image = {i: ann for v, anns in zip(dataset.videos, dataset.annotations, strict=True)
-                    for i, ann in zip(v.image_ids, anns, strict=True)}  # fmt: skip
+        by_image = cocovid.split_dataset(data_root, split).annotation_of_image
         return [by_image[i] for i in video.image_ids]
     return ilsvrc.read_video_annotations(data_root, video, counts)
 
