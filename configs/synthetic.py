@@ -10,14 +10,16 @@ phase 2 (two-stream SSVD from phase 1 and the pretrained PWC-Net, 240 steps of b
 supports within +-3 frames), evaluates both on the val split with the online engine (ImageNet
 VID protocol; by speed, by frame quality, each stream alone, bootstrap intervals), prints the
 tables, writes summary.json, the side-by-side demo.mp4 and pictures/.
-Measured on 2 CPU cores (2026-12-02, the machine throttling): 18m55s in all: data + TFDS 20 s,
-phase 1 6.9 min (4.4 unthrottled), pwcnet 1.9 min, phase 2 5.1 min (its init and compile
-included), evaluation, linking, comparison, demo and pictures 4 min. Val mAP: single-frame
-64.8% (slow 72.8, medium 66.2, fast 75.6; clean 70.2, deteriorated 54.1), SSVD 67.2% (75.7 /
-68.2 / 76.2; clean 68.8, deteriorated 64.1): +10.0 on deteriorated frames (bootstrap 95%
-interval +5.3 to +19.8), +2.3 overall and +0.6 on fast objects (intervals include 0);
-mAP_track 70.0% vs 42.0%. PWC-Net's val end-point error 0.81 px vs 0.73 px for zero flow: two
-minutes from scratch do not teach it to match yet. Restarting resumes; a finished run only
+Measured on 2 CPU cores (2026-12-02, the machine throttling): 19m53s in all: data + TFDS 21 s,
+phase 1 7.0 min (4.4 unthrottled), pwcnet 2.3 min, phase 2 6.9 min (its build and compile
+included), evaluation, linking, comparison, demo and pictures 3.5 min. Val mAP: single-frame
+59.2% (slow 67.1, medium 59.6, fast 72.6; clean 64.0, deteriorated 53.0), SSVD 61.3% (71.9 /
+59.4 / 73.8; clean 63.4, deteriorated 59.3): +6.3 on deteriorated frames (bootstrap 95%
+interval +1.8 to +14.9), +2.2 overall and +1.2 on fast objects (intervals include 0);
+mAP_track 67.2% vs 51.6%. A run whose initial weights differed in the last bits gave 64.8% /
+67.2% (+10.0 on deteriorated frames): the single-frame model moves by ~5 points between runs.
+PWC-Net's val end-point error 0.81 px vs 0.73 px for zero flow: two minutes from scratch do
+not teach it to match yet. Restarting resumes; a finished run only
 prints its summary (and redraws the demo and pictures).
 Overfit check: python main.py --mode=overfit fits 8 generated 128x128 images with this model
 (the measured, tested check is configs/tiny.py's).

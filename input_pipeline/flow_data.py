@@ -278,8 +278,8 @@ class FlowBatches(Iterator[dict[str, np.ndarray]]):
             for k, name in enumerate(("image1", "image2", "flow"))
         }
 
-    def close(self) -> None:
-        pass
+    def close(self, wait: bool = True) -> None:
+        """Nothing to stop (the pairs are read on the caller's thread); as `Batches.close`."""
 
 
 def dataset_pairs(source: str, root: str, split: str) -> list[FlowPair]:

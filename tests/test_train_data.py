@@ -4,6 +4,7 @@ both phases, reference targets, determinism in (seed, step), closing)."""
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -132,6 +133,20 @@ def test_close_stops_the_iterator_and_unknown_phase_fails(prepared):
     with pytest.raises(StopIteration):
         next(batches)
     batches.close()  # closing twice is fine
+    # The trainer's way: the tf.data iterator is destroyed on a background thread.
+    background = train_data.create_batches(
+        config, "phase1", data_dir, start_step=0, batch_dims=(1, 1), host_index=0, num_hosts=1
+    )
+    next(background)
+    before = {t.ident for t in threading.enumerate()}
+    background.close(wait=False)
+    with pytest.raises(StopIteration):
+        next(background)
+    for t in threading.enumerate():
+        if t.name == "close-tf.data" and t.ident not in before:
+            t.join(timeout=60)
+            assert not t.is_alive(), "the tf.data iterator took over 60 s to stop"
+    background.close(wait=False)  # and twice
     with pytest.raises(ValueError, match="phase"):
         train_data.create_batches(
             config, "phase3", data_dir, start_step=0, batch_dims=(1, 1), host_index=0, num_hosts=1

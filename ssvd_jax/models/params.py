@@ -4,6 +4,11 @@
 parameter; for SSVD that compile alone takes about a minute on CPU. The 'rbg' generator
 compiles ~6x faster and is what Flax's own large examples recommend for initialisation; the
 values differ from threefry's but are just as good as random initial weights.
+
+On CPU the init program is also compiled for compiling fast (`FAST_COMPILE`): it runs once, and
+it is many small elementwise chains (one per parameter) that XLA's optimisations and YNNPACK's
+fusions only slow down. Measured on 2 CPU cores, the two-stream SSVD of configs/synthetic.py:
+30.4 s -> 13.8 s to compile, the values equal to within 1 ulp.
 """
 
 from __future__ import annotations
@@ -13,11 +18,25 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+# XLA:CPU options for a program that runs once: no YNNPACK fusions (runtime.WITHOUT_YNN_FUSIONS:
+# hundreds of tiny fusions with their own buffers) and LLVM's least optimisation.
+FAST_COMPILE: dict[str, Any] = {
+    "xla_cpu_experimental_ynn_fusion_type": "",
+    "xla_backend_optimization_level": 0,
+}
+
 
 def init_variables(model: nn.Module, *example_inputs: Any, seed: int = 0, **kwargs: Any):
-    """Jitted `model.init` with an rbg key; `example_inputs` only give shapes and dtypes."""
+    """Jitted `model.init` with an rbg key; `example_inputs` only give shapes and dtypes.
+    On CPU compiled with `FAST_COMPILE`; under a trace (e.g. inside `jax.eval_shape`, where
+    nothing is compiled) the plain jitted function."""
     key = jax.random.key(seed, impl="rbg")
-    return jax.jit(lambda k, *a: model.init(k, *a, **kwargs))(key, *example_inputs)
+    init = jax.jit(lambda k, *a: model.init(k, *a, **kwargs))
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((key, example_inputs)))
+    if traced or jax.default_backend() != "cpu":
+        return init(key, *example_inputs)
+    compiled = init.lower(key, *example_inputs).compile(compiler_options=FAST_COMPILE)
+    return compiled(key, *example_inputs)
 
 
 def abstract_variables(model: nn.Module, *example_inputs: Any, **kwargs: Any):
