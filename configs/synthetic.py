@@ -17,7 +17,8 @@ included), evaluation, linking, comparison, demo and pictures 3.5 min. Val mAP: 
 59.4 / 73.8; clean 63.4, deteriorated 59.3): +6.3 on deteriorated frames (bootstrap 95%
 interval +1.8 to +14.9), +2.2 overall and +1.2 on fast objects (intervals include 0);
 mAP_track 67.2% vs 51.6%. A run whose initial weights differed in the last bits gave 64.8% /
-67.2% (+10.0 on deteriorated frames): the single-frame model moves by ~5 points between runs.
+67.2% (+10.0 on deteriorated frames), --config.seed=1 72.2% / 72.1% (+4.1): the single-frame
+model moves by up to ~13 points between runs, and SSVD's gain shrinks as it gets stronger.
 PWC-Net's val end-point error 0.81 px vs 0.73 px for zero flow: two minutes from scratch do
 not teach it to match yet. Restarting resumes; a finished run only
 prints its summary (and redraws the demo and pictures).
