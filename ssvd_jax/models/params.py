@@ -18,12 +18,11 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-# XLA:CPU options for a program that runs once: no YNNPACK fusions (runtime.WITHOUT_YNN_FUSIONS:
-# hundreds of tiny fusions with their own buffers) and LLVM's least optimisation.
-FAST_COMPILE: dict[str, Any] = {
-    "xla_cpu_experimental_ynn_fusion_type": "",
-    "xla_backend_optimization_level": 0,
-}
+from ssvd_jax.runtime import WITHOUT_YNN_FUSIONS
+
+# XLA:CPU options for a program that runs once: no YNNPACK fusions (hundreds of tiny fusions
+# with their own buffers) and LLVM's least optimisation.
+FAST_COMPILE: dict[str, Any] = {**WITHOUT_YNN_FUSIONS, "xla_backend_optimization_level": 0}
 
 
 def init_variables(model: nn.Module, *example_inputs: Any, seed: int = 0, **kwargs: Any):
