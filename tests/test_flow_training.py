@@ -75,6 +75,9 @@ def test_pwcnet_phase_trains_evaluates_and_starts_phase2(tmp_path):
     assert errors["pairs"] == 2  # one val video, two pairs
     assert errors["zero_epe"] > 0 and np.isfinite(errors["epe"])
     assert errors["step"] == 3
+    assert np.isfinite(errors["dis_epe"]) and errors["dis_epe"] < errors["zero_epe"]
+    groups = [g for g in ("clean", "deteriorated") if g in errors]  # the manifest's pairs
+    assert groups and sum(errors[g]["pairs"] for g in groups) == errors["pairs"]
     # Phase 2's flownet starts from the pretrained PWC-Net, whatever else it starts from.
     state, _ = train.create_state(config, "phase2")
     random = {"params": state.params, "batch_stats": state.batch_stats}
