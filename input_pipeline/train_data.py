@@ -87,13 +87,21 @@ def missing_root_problem(config: Any, training: bool = True) -> str:
     return "no such folder (data.root: the ILSVRC2015 folder, holding Data/ and Annotations/)"
 
 
+def pwcnet_alone(config: Any) -> bool:
+    """Whether the configured phases train no detector (PWC-Net pretraining alone)."""
+    return not set(config.train.phases) & set(workdir_lib.PHASES)
+
+
 def prepare(config: Any, workdir: str) -> str:
     """Generate the synthetic ILSVRC folder if configured and absent (`generates_root`), build
-    the TFDS datasets (reused when built from the same folder), and return the TFDS data_dir.
+    the TFDS datasets (reused when built from the same folder), and return the TFDS data_dir
+    (nothing to read or build for the pwcnet phase alone on a flow dataset at `flow.root`).
     A data root that is not there (and not generated) raises IlsvrcFormatError naming it."""
     from input_pipeline import builders, ilsvrc
 
     tfds_dir = workdir_lib.tfds_dir(config, workdir)
+    if pwcnet_alone(config) and config.flow.root:
+        return tfds_dir  # PWC-Net pretraining alone on a flow dataset reads no videos
     if config.data.source == "cocovid":
         builders.prepare_cocovid(data_source(config, workdir), tfds_dir)
         return tfds_dir

@@ -73,7 +73,10 @@ def validate(
         need(link.iou_weight >= 0.0, "eval.link.iou_weight", "must be >= 0")
     if mode in TRAINING_MODES:
         _training(config, need, devices)
-    if mode in DATA_MODES:
+    if mode in TRAINING_MODES and train_data.pwcnet_alone(config) and config.flow.root:
+        root = config.flow.root  # the flow pairs are all it reads
+        need(os.path.isdir(root), "flow.root", f"{root}: no such folder")
+    elif mode in DATA_MODES:
         _data_root(config, mode, workdir, need)
 
 

@@ -154,9 +154,11 @@ def _train_and_evaluate(config: Any, workdir: str, on_batch: trainer.BatchHook |
         if config.eval.after_training:
             if workdir_lib.FLOW_PHASE in config.train.phases:
                 summary["pwcnet"] = evaluate_pwcnet(config, workdir)
-            evaluation, table = evaluate_trained(config, workdir, config.train.phases)
-            summary.update(evaluation)
-            summary["pictures"] = draw_pictures(config, workdir, summary)
+            detectors = [p for p in config.train.phases if p in workdir_lib.PHASES]
+            if detectors:  # not for PWC-Net pretraining alone
+                evaluation, table = evaluate_trained(config, workdir, detectors)
+                summary.update(evaluation)
+                summary["pictures"] = draw_pictures(config, workdir, summary)
         summary["seconds"] = time.time() - t0
         atomic_write_json(os.path.join(workdir, "summary.json"), summary)
     text = "\n".join(t for t in (table, format_summary(summary)) if t)

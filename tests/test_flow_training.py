@@ -11,6 +11,7 @@ from configs import tiny
 from input_pipeline import train_data
 from ssvd_jax import jobs, objective, train, trainer
 from ssvd_jax.checkpoint import Checkpointer
+from ssvd_jax.errors import ConfigError
 from ssvd_jax.models.pwcnet import RAW_FLOW_UNIT
 
 LEVELS = {"L6": (1, 1), "L5": (2, 2), "L4": (4, 4), "L3": (8, 8), "L2": (16, 16)}
@@ -133,3 +134,30 @@ def test_matching_loss_against_a_direct_computation(rng):
                 losses.append(np.log(np.exp(logits).sum()) - logits[target])
     assert 0 < len(losses) < n * h * w  # some pixels in range, some out
     np.testing.assert_allclose(float(got), np.mean(losses), rtol=1e-4)
+
+
+def test_pwcnet_pretraining_alone_needs_no_videos(tmp_path):
+    """The README's FlyingChairs command: the pwcnet phase alone, its pairs at `flow.root`, no
+    video dataset configured: it trains, reports the end-point errors and writes the summary
+    (no detector to evaluate, and no TFDS build of videos it does not read)."""
+    from input_pipeline import synthetic
+
+    synthetic.generate(tmp_path / "gen", width=64, height=64, num_train_videos=1,
+                       num_val_videos=1, frames_per_video=6, num_det_images=0, num_classes=2,
+                       flow_pairs_per_video=2)  # fmt: skip
+    config = tiny.get_config()
+    config.data.source = "ilsvrc"
+    config.data.root = ""  # the detector's data: none
+    config.flow.root = str(tmp_path / "gen" / "FlyingChairs")
+    config.train.phases = ("pwcnet",)
+    config.schedule.pwcnet.steps = 2
+    workdir = tmp_path / "run"
+    result = jobs.run_mode("train", config, str(workdir), {"config_path": "configs/tiny.py"})
+    assert result.data["phases"]["pwcnet"]["steps"] == 2
+    assert result.data["pwcnet"]["pairs"] == 2 and "eval" not in result.data
+    assert "clean" not in result.data["pwcnet"]  # user pairs: no manifest to group them by
+    assert "pwcnet: end-point error" in result.text
+    assert (workdir / "summary.json").is_file() and not (workdir / "tfds").exists()
+    config.flow.root = str(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="nowhere: no such folder"):
+        jobs.run_mode("train", config, str(tmp_path / "run2"), {"config_path": "configs/tiny.py"})
