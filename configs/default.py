@@ -180,7 +180,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     flow = config.flow = ml_collections.ConfigDict()
     flow.source = "flying_chairs"  # 'flying_chairs' | 'sintel_clean' | 'sintel_final'
     flow.root = ""  # empty: <data root>/FlyingChairs (the synthetic generator's pairs)
-    flow.crop_size = 448  # training: random crops
+    # Training: random crops, (height, width) (an int: square); PWC-Net's 384x448, which
+    # FlyingChairs' 512x384 and Sintel's 1024x436 frames hold. Multiples of 64 (its pyramid).
+    flow.crop_size = (384, 448)
     flow.max_shift = 0  # training: image 2's crop up to this many pixels from image 1's
     flow.eval_crop_size = 384  # evaluation: centre crops (FlyingChairs is 512x384)
     flow.batch_size = 8  # PWC-Net's

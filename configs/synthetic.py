@@ -78,7 +78,7 @@ def get_config():
     # Image 2 moved by up to 4 pixels (flow moved alike): dense motion in every pair (most
     # pixels of a synthetic video are nearly still, and zero flow is where an end-point-error
     # loss then sits); the auxiliary matching loss gives the extractor a direct signal.
-    flow.crop_size = 128
+    flow.crop_size = (128, 128)
     flow.max_shift = 4
     flow.eval_crop_size = 128
     flow.batch_size = 8

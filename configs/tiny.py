@@ -47,7 +47,7 @@ def get_config():
         s.warmup_steps = 1
         s.learning_rate = 1e-2
     synthetic.flow_pairs = 2  # the pwcnet phase's data, when a test adds that phase
-    config.flow.crop_size = 64
+    config.flow.crop_size = (64, 64)
     config.flow.eval_crop_size = 64
     config.flow.batch_size = 4
     config.schedule.pwcnet.steps = 4

@@ -20,7 +20,7 @@ import dataclasses
 import os
 import pathlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import cv2
@@ -180,34 +180,45 @@ def load_pair(pair: FlowPair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return image1, image2, flow
 
 
-def _window(height: int, width: int, size: int, pair: FlowPair) -> None:
-    if height < size or width < size:
-        raise FlowDataError(pair.image1, f"{width}x{height} is smaller than the {size} crop")
+def crop_shape(crop_size: int | Sequence[int]) -> tuple[int, int]:
+    """A crop size as (height, width): an int is a square crop."""
+    if isinstance(crop_size, int | np.integer):
+        return int(crop_size), int(crop_size)
+    height, width = (int(v) for v in crop_size)
+    return height, width
+
+
+def _window(height: int, width: int, crop: tuple[int, int], pair: FlowPair) -> None:
+    if height < crop[0] or width < crop[1]:
+        raise FlowDataError(
+            pair.image1, f"{width}x{height} is smaller than the {crop[1]}x{crop[0]} crop"
+        )
 
 
 def pair_arrays(
     pair: FlowPair,
     *,
-    crop_size: int,
+    crop_size: int | Sequence[int],
     mean_bgr: tuple[float, ...],
     rng: np.random.Generator | None,
     max_shift: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A pair as the model's inputs: two normalised BGR crops [S, S, 3] and the flow between
-    them [S, S, 2]. Without `rng` (evaluation): the centre crop of the pair as it is. With
-    `rng` (training): half the time, image 2 translated by up to `max_shift` pixels in x and
-    y (sub-pixel, bilinear; its borders reflected) and the flow by the same (dense motion
-    everywhere, as FlyingChairs' relative affine transforms give), a random crop of all three,
-    and a left-right mirror half the time."""
+    """A pair as the model's inputs: two normalised BGR crops [h, w, 3] and the flow between
+    them [h, w, 2] (`crop_size`: (h, w), or an int for a square). Without `rng` (evaluation):
+    the centre crop of the pair as it is. With `rng` (training): half the time, image 2
+    translated by up to `max_shift` pixels in x and y (sub-pixel, bilinear; its borders
+    reflected) and the flow by the same (dense motion everywhere, as FlyingChairs' relative
+    affine transforms give), a random crop of all three, and a left-right mirror half the
+    time."""
     image1, image2, flow = load_pair(pair)
     height, width = image1.shape[:2]
-    size = crop_size
-    _window(height, width, size, pair)
+    crop_h, crop_w = crop_shape(crop_size)
+    _window(height, width, (crop_h, crop_w), pair)
     if rng is None:
-        y0, x0 = (height - size) // 2, (width - size) // 2
+        y0, x0 = (height - crop_h) // 2, (width - crop_w) // 2
         shift = np.zeros(2, np.float32)
     else:
-        y0, x0 = int(rng.integers(height - size + 1)), int(rng.integers(width - size + 1))
+        y0, x0 = int(rng.integers(height - crop_h + 1)), int(rng.integers(width - crop_w + 1))
         # Half the pairs as they are; the others moved by a sub-pixel amount (flows as small
         # and as fractional as the videos' own are learnt too, not only whole-pixel shifts).
         shift = np.zeros(2, np.float32)
@@ -216,9 +227,8 @@ def pair_arrays(
             matrix = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
             image2 = cv2.warpAffine(image2, matrix, (width, height), flags=cv2.INTER_LINEAR,
                                     borderMode=cv2.BORDER_REFLECT_101)  # fmt: skip
-    crop1 = image1[y0 : y0 + size, x0 : x0 + size]
-    crop2 = image2[y0 : y0 + size, x0 : x0 + size]
-    flow = flow[y0 : y0 + size, x0 : x0 + size] + shift
+    window = np.s_[y0 : y0 + crop_h, x0 : x0 + crop_w]
+    crop1, crop2, flow = image1[window], image2[window], flow[window] + shift
     if rng is not None and rng.random() < 0.5:
         crop1, crop2 = crop1[:, ::-1], crop2[:, ::-1]
         flow = flow[:, ::-1] * np.float32([-1.0, 1.0])
@@ -230,8 +240,8 @@ def pair_arrays(
 
 
 class FlowBatches(Iterator[dict[str, np.ndarray]]):
-    """Endless training batches {'image1', 'image2': [*batch_dims, S, S, 3] normalised BGR,
-    'flow': [*batch_dims, S, S, 2]} drawn from `pairs`. Batch i is a pure function of
+    """Endless training batches {'image1', 'image2': [*batch_dims, h, w, 3] normalised BGR,
+    'flow': [*batch_dims, h, w, 2]} drawn from `pairs`. Batch i is a pure function of
     (seed, i), so a resumed run continues the same stream; this host reads its slice of the
     global batch."""
 
@@ -239,7 +249,7 @@ class FlowBatches(Iterator[dict[str, np.ndarray]]):
         self,
         pairs: list[FlowPair],
         *,
-        crop_size: int,
+        crop_size: int | Sequence[int],
         mean_bgr: tuple[float, ...],
         batch_dims: tuple[int, int],
         seed: int,

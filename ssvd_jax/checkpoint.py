@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from input_pipeline import flow_data
 from ssvd_jax.errors import UserError
 from ssvd_jax.models import ssvd as ssvd_lib
 from ssvd_jax.models.params import abstract_variables
@@ -432,8 +433,7 @@ def restore_flownet(folder: str, config: Any) -> tuple[Any, dict[str, Any], dict
     if not os.path.isdir(folder):
         raise CheckpointNotFoundError(folder, "no such checkpoint folder")
     model = ssvd_lib.create_flownet(config.model)
-    size = config.flow.crop_size
-    image = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    image = jax.ShapeDtypeStruct((1, *flow_data.crop_shape(config.flow.crop_size), 3), jnp.float32)
     expected = abstract_variables(model, image, image)
     ckpt = Checkpointer(folder, async_save=False)
     try:

@@ -98,6 +98,12 @@ def _training(config: Any, need: Any, devices: int | None) -> None:
         batches.append("flow.batch_size")
         need(config.flow.optimizer.name in OPTIMIZERS, "flow.optimizer.name",
              f"one of {OPTIMIZERS}")  # fmt: skip
+        for key in ("crop_size", "eval_crop_size"):
+            value = config.flow[key]
+            sides = (value,) if isinstance(value, int) else tuple(value)
+            need(len(sides) in (1, 2) and all(_positive(v) and v % 64 == 0 for v in sides),
+                 f"flow.{key}", "a multiple of 64 (PWC-Net's pyramid), or a (height, width) "
+                 "pair of them")  # fmt: skip
     for key in batches:
         size = config[key.split(".")[0]].batch_size
         need(_positive(size), key, "must be a positive integer")

@@ -21,6 +21,7 @@ import optax
 from flax import traverse_util
 from jax import lax
 
+from input_pipeline import flow_data
 from ssvd_jax import objective
 from ssvd_jax.models import ssvd as ssvd_lib
 from ssvd_jax.models.params import init_variables
@@ -357,7 +358,7 @@ def create_flow_state(config: Any) -> tuple[TrainState, optax.Schedule]:
     """PWC-Net alone (the SSVD's `flownet`, same parameter tree) with random variables, the
     optimizer and the `schedule.pwcnet` learning rate: the pretraining phase's state."""
     model = ssvd_lib.create_flownet(config.model)
-    images = jnp.zeros((1, config.flow.crop_size, config.flow.crop_size, 3))
+    images = jnp.zeros((1, *flow_data.crop_shape(config.flow.crop_size), 3))
     variables = init_variables(model, images, images, seed=config.seed)
     schedule = learning_rate_schedule(config.schedule.pwcnet)
     tx = create_optimizer(config.flow.optimizer, schedule, variables["params"])

@@ -161,3 +161,37 @@ def test_pwcnet_pretraining_alone_needs_no_videos(tmp_path):
     config.flow.root = str(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="nowhere: no such folder"):
         jobs.run_mode("train", config, str(tmp_path / "run2"), {"config_path": "configs/tiny.py"})
+
+
+def test_default_flow_crops_fit_flying_chairs_and_sintel(tmp_path, rng):
+    """configs/default.py's crops (PWC-Net's 384x448 for training, 384 square to evaluate) fit
+    FlyingChairs' 512x384 pairs and Sintel's 1024x436 frames; a crop PWC-Net's pyramid cannot
+    take is refused by the config check, naming the field."""
+    import cv2
+
+    from configs import default
+    from input_pipeline import flow_data
+
+    config = default.get_config()
+    for n, (width, height) in enumerate(((512, 384), (1024, 436)), start=1):
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        cv2.imwrite(str(tmp_path / f"{n:05d}_img1.ppm"), image)
+        cv2.imwrite(str(tmp_path / f"{n:05d}_img2.ppm"), image)
+        flow = rng.normal(0, 3, (height, width, 2)).astype(np.float32)
+        flow_data.write_flo(tmp_path / f"{n:05d}_flow.flo", flow)
+    pairs = flow_data.flying_chairs_pairs(tmp_path)
+    assert len(pairs) == 2
+    for pair in pairs:
+        one, two, flow = flow_data.pair_arrays(
+            pair, crop_size=config.flow.crop_size, mean_bgr=(0.0, 0.0, 0.0),
+            rng=np.random.default_rng(0),
+        )  # fmt: skip
+        assert one.shape == two.shape == (384, 448, 3) and flow.shape == (384, 448, 2)
+        one, _, _ = flow_data.pair_arrays(
+            pair, crop_size=config.flow.eval_crop_size, mean_bgr=(0.0, 0.0, 0.0), rng=None
+        )
+        assert one.shape == (384, 384, 3)
+    config.train.phases = ("pwcnet",)
+    config.flow.crop_size = (384, 440)
+    with pytest.raises(ConfigError, match=r"flow\.crop_size=\(384, 440\): a multiple of 64"):
+        jobs.validate_config(config, "train", str(tmp_path / "run"), source="configs/default.py")
