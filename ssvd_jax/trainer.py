@@ -369,7 +369,9 @@ def train_phase(
             )
         if start >= total:
             logging.info("%s: finished (checkpoint at step %d); skipping", phase, start)
-            return dict(phase_summary(phase_dir, config.log.summary_window), **_named(damaged))
+            summary = phase_summary(phase_dir, config.log.summary_window)
+            summary["params_fingerprint"] = train.params_fingerprint(state.params)
+            return dict(summary, **_named(damaged))
         if not start:
             random = {"params": state.params, "batch_stats": state.batch_stats}
             variables, init_report = phase_variables(config, workdir, phase, random)

@@ -72,6 +72,9 @@ def test_pwcnet_phase_trains_evaluates_and_starts_phase2(tmp_path):
     assert summary["steps"] == 3
     for key in ("loss", "epe", "zero_epe", "epe_L2", "epe_L6"):
         assert np.isfinite(summary["final"][key]), key
+    # Run again, the phase is finished and skipped; its summary still names the same weights.
+    again = trainer.train_phases(config, workdir, data_dir)["pwcnet"]
+    assert again["steps"] == 3 and again["params_fingerprint"] == summary["params_fingerprint"]
     errors = jobs.evaluate_pwcnet(config, workdir)
     assert errors["pairs"] == 2  # one val video, two pairs
     assert errors["zero_epe"] > 0 and np.isfinite(errors["epe"])
