@@ -10,9 +10,10 @@ phase 2 (two-stream SSVD from phase 1 and the pretrained PWC-Net, 240 steps of b
 supports within +-3 frames), evaluates both on the val split with the online engine (ImageNet
 VID protocol; by speed, by frame quality, each stream alone, bootstrap intervals), prints the
 tables, writes summary.json, the side-by-side demo.mp4 and pictures/.
-Measured on 2 CPU cores (2026-12-02, the machine throttling): 19m53s in all: data + TFDS 21 s,
-phase 1 7.0 min (4.4 unthrottled), pwcnet 2.3 min, phase 2 6.9 min (its build and compile
-included), evaluation, linking, comparison, demo and pictures 3.5 min. Val mAP: single-frame
+Measured on 2 CPU cores (2026-12-02, a fresh clone): 15m01s in all: data + TFDS 15 s, phase
+1 6.6 min, pwcnet 1.7 min, phase 2 4.2 min (its build and compile included), evaluation,
+linking, comparison, demo and pictures 2.3 min (19m53s with the machine throttling, the same
+numbers: the run is deterministic). Val mAP: single-frame
 59.2% (slow 67.1, medium 59.6, fast 72.6; clean 64.0, deteriorated 53.0), SSVD 61.3% (71.9 /
 59.4 / 73.8; clean 63.4, deteriorated 59.3): +6.3 on deteriorated frames (bootstrap 95%
 interval +1.8 to +14.9), +2.2 overall and +1.2 on fast objects (intervals include 0);
