@@ -154,9 +154,8 @@ def _train_and_evaluate(config: Any, workdir: str, on_batch: trainer.BatchHook |
         if config.eval.after_training:
             if workdir_lib.FLOW_PHASE in config.train.phases:
                 summary["pwcnet"] = evaluate_pwcnet(config, workdir)
-            detectors = [p for p in config.train.phases if p in workdir_lib.PHASES]
-            if detectors:  # not for PWC-Net pretraining alone
-                evaluation, table = evaluate_trained(config, workdir, detectors)
+            if not train_data.pwcnet_alone(config):  # a detector to evaluate
+                evaluation, table = evaluate_trained(config, workdir, config.train.phases)
                 summary.update(evaluation)
                 summary["pictures"] = draw_pictures(config, workdir, summary)
         summary["seconds"] = time.time() - t0

@@ -58,7 +58,7 @@ def evaluate_flow(
     variables: Any,
     pairs: Sequence[flow_data.FlowPair],
     *,
-    crop_size: int,
+    crop_size: int | Sequence[int],
     mean_bgr: Sequence[float],
     batch_size: int,
     groups: Mapping[str, Sequence[bool]] | None = None,
