@@ -185,6 +185,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     flow.crop_size = (384, 448)
     flow.max_shift = 0  # training: image 2's crop up to this many pixels from image 1's
     flow.eval_crop_size = 384  # evaluation: centre crops (FlyingChairs is 512x384)
+    # Evaluation: the first images of this many val pairs against themselves moved by this
+    # many pixels (evaluation.flow.translation_response: does the network match?); 0: off.
+    flow.translation_shift = 4
+    flow.translation_images = 32
     flow.batch_size = 8  # PWC-Net's
     flow.level_weights = (0.32, 0.08, 0.02, 0.01, 0.005)  # levels 6..2 (PWC-Net's alphas)
     # From scratch only: an auxiliary displacement classification on the unwarped cost volumes

@@ -104,6 +104,10 @@ def _training(config: Any, need: Any, devices: int | None) -> None:
             need(len(sides) in (1, 2) and all(_positive(v) and v % 64 == 0 for v in sides),
                  f"flow.{key}", "a multiple of 64 (PWC-Net's pyramid), or a (height, width) "
                  "pair of them")  # fmt: skip
+        for key in ("translation_shift", "translation_images"):
+            value = config.flow[key]
+            need(_positive(value) or value == 0, f"flow.{key}",
+                 "must be a whole number >= 0 (0: no translation check)")  # fmt: skip
     for key in batches:
         size = config[key.split(".")[0]].batch_size
         need(_positive(size), key, "must be a positive integer")

@@ -181,6 +181,8 @@ def evaluate_pwcnet(config: Any, workdir: str) -> dict[str, Any]:
     errors = flow_eval.evaluate_flow(
         model, variables, pairs, crop_size=config.flow.eval_crop_size,
         mean_bgr=config.data.pixel_mean_bgr, batch_size=config.flow.batch_size, groups=groups,
+        translation_shift=config.flow.translation_shift,
+        translation_images=config.flow.translation_images,
     )  # fmt: skip
     errors.update(checkpoint=meta["checkpoint"], step=meta["step"])
     path = os.path.join(
@@ -465,6 +467,13 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{f['zero_epe']:.2f} px (ratio {f['epe_ratio']:.2f}; per level {levels}); "
             f"classical DIS flow {f['dis_epe']:.2f} px"
         )
+        if "translation_gain" in f:
+            lines.append(
+                f"  a val frame against itself moved by {f['translation_shift']} px reads as "
+                f"{f['translation_gain'] * f['translation_shift']:.2f} px (gain "
+                f"{f['translation_gain']:.2f}; 1 = matched), against itself unmoved as "
+                f"{f['self_flow']:.2f} px ({f['translation_images']} frames)"
+            )
         for group in ("clean", "deteriorated"):
             if group in f:
                 g = f[group]

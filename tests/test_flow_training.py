@@ -80,6 +80,11 @@ def test_pwcnet_phase_trains_evaluates_and_starts_phase2(tmp_path):
     assert errors["zero_epe"] > 0 and np.isfinite(errors["epe"])
     assert errors["step"] == 3
     assert np.isfinite(errors["dis_epe"]) and errors["dis_epe"] < errors["zero_epe"]
+    # The translation check ran on the val pairs' first images (both of them, at 4 px).
+    assert errors["translation_images"] == 2 and errors["translation_shift"] == 4
+    assert np.isfinite(errors["translation_gain"]) and errors["self_flow"] >= 0
+    line = jobs.format_summary({"phases": {}, "pwcnet": errors})
+    assert "moved by 4 px reads as" in line and "(2 frames)" in line
     groups = [g for g in ("clean", "deteriorated") if g in errors]  # the manifest's pairs
     assert groups and sum(errors[g]["pairs"] for g in groups) == errors["pairs"]
     # Phase 2's flownet starts from the pretrained PWC-Net, whatever else it starts from.
