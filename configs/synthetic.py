@@ -13,12 +13,14 @@ tables, writes summary.json, the side-by-side demo.mp4 and pictures/.
 Measured on 2 CPU cores (2026-12-02, a fresh clone): 15m01s in all: data + TFDS 15 s, phase
 1 6.6 min, pwcnet 1.7 min, phase 2 4.2 min (its build and compile included), evaluation,
 linking, comparison, demo and pictures 2.3 min (19m53s with the machine throttling, the same
-numbers: the run is deterministic). Val mAP: single-frame
+numbers: the run is deterministic on one machine). Val mAP: single-frame
 59.2% (slow 67.1, medium 59.6, fast 72.6; clean 64.0, deteriorated 53.0), SSVD 61.3% (71.9 /
 59.4 / 73.8; clean 63.4, deteriorated 59.3): +6.3 on deteriorated frames (bootstrap 95%
 interval +1.8 to +14.9), +2.2 overall and +1.2 on fast objects (intervals include 0);
-mAP_track 67.2% vs 51.6%. A run whose initial weights differed in the last bits gave 64.8% /
-67.2% (+10.0 on deteriorated frames), --config.seed=1 72.2% / 72.1% (+4.1): the single-frame
+mAP_track 67.2% vs 51.6%. The same code on another machine (2026-12-07, 18m30s throttled):
+55.9% / 59.1%, +3.2 overall [+0.3, +7.0], +6.4 deteriorated [+2.9, +11.6], +0.6 fast. A
+run whose initial weights differed in the last bits gave 64.8% / 67.2% (+10.0 on
+deteriorated frames), --config.seed=1 72.2% / 72.1% (+4.1): the single-frame
 model moves by up to ~13 points between runs, and SSVD's gain shrinks as it gets stronger.
 PWC-Net's val end-point error 0.81 px vs 0.73 px for zero flow (on the clean pairs 0.70 vs
 0.61, where OpenCV's DIS, the classical yardstick, scores 0.22), and it reads a val frame
