@@ -181,11 +181,16 @@ def load_pair(pair: FlowPair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def crop_shape(crop_size: int | Sequence[int]) -> tuple[int, int]:
-    """A crop size as (height, width): an int is a square crop."""
+    """A crop size as (height, width): an int, or a one-element sequence (what a command line's
+    `--config.flow.crop_size=64` makes of a tuple field), is a square crop."""
     if isinstance(crop_size, int | np.integer):
         return int(crop_size), int(crop_size)
-    height, width = (int(v) for v in crop_size)
-    return height, width
+    sides = tuple(int(v) for v in crop_size)
+    if len(sides) == 1:
+        return sides[0], sides[0]
+    if len(sides) != 2:
+        raise ValueError(f"a crop size is an int or (height, width), got {tuple(crop_size)}")
+    return sides
 
 
 def _window(height: int, width: int, crop: tuple[int, int], pair: FlowPair) -> None:

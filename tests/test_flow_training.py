@@ -203,3 +203,16 @@ def test_default_flow_crops_fit_flying_chairs_and_sintel(tmp_path, rng):
     config.flow.crop_size = (384, 440)
     with pytest.raises(ConfigError, match=r"flow\.crop_size=\(384, 440\): a multiple of 64"):
         jobs.validate_config(config, "train", str(tmp_path / "run"), source="configs/default.py")
+
+
+def test_crop_size_forms():
+    """An int and a one-element tuple (a command line's `--config.flow.crop_size=64` on a tuple
+    field) are square crops; (height, width) is itself; anything else is one clear error."""
+    from input_pipeline import flow_data
+
+    assert flow_data.crop_shape(64) == (64, 64)
+    assert flow_data.crop_shape(np.int64(128)) == (128, 128)
+    assert flow_data.crop_shape((64,)) == (64, 64)
+    assert flow_data.crop_shape((384, 448)) == (384, 448)
+    with pytest.raises(ValueError, match=r"int or \(height, width\), got \(64, 64, 64\)"):
+        flow_data.crop_shape((64, 64, 64))
