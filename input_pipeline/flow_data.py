@@ -193,6 +193,14 @@ def crop_shape(crop_size: int | Sequence[int]) -> tuple[int, int]:
     return sides
 
 
+def translate(image_HxWxC: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """The image moved by (dx, dy) pixels (sub-pixel: bilinear), its borders reflected."""
+    matrix = np.float32([[1, 0, dx], [0, 1, dy]])
+    height, width = image_HxWxC.shape[:2]
+    return cv2.warpAffine(image_HxWxC, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT_101)  # fmt: skip
+
+
 def _window(height: int, width: int, crop: tuple[int, int], pair: FlowPair) -> None:
     if height < crop[0] or width < crop[1]:
         raise FlowDataError(
@@ -229,9 +237,7 @@ def pair_arrays(
         shift = np.zeros(2, np.float32)
         if max_shift and rng.random() < 0.5:
             shift = rng.uniform(-max_shift, max_shift, size=2).astype(np.float32)
-            matrix = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
-            image2 = cv2.warpAffine(image2, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                                    borderMode=cv2.BORDER_REFLECT_101)  # fmt: skip
+            image2 = translate(image2, float(shift[0]), float(shift[1]))
     window = np.s_[y0 : y0 + crop_h, x0 : x0 + crop_w]
     crop1, crop2, flow = image1[window], image2[window], flow[window] + shift
     if rng is not None and rng.random() < 0.5:

@@ -45,14 +45,6 @@ def _errors(model: Any, variables: Any, image1, image2, flow):
     return result
 
 
-def _translate(image_HxWx3: np.ndarray, dx: int, dy: int) -> np.ndarray:
-    """The image moved by (dx, dy) pixels, its borders reflected (as the training's shifts)."""
-    matrix = np.float32([[1, 0, dx], [0, 1, dy]])
-    height, width = image_HxWx3.shape[:2]
-    return cv2.warpAffine(image_HxWx3, matrix, (width, height), flags=cv2.INTER_NEAREST,
-                          borderMode=cv2.BORDER_REFLECT_101)  # fmt: skip
-
-
 def translation_response(
     model: Any,
     variables: Any,
@@ -75,7 +67,8 @@ def translation_response(
         raise ValueError(f"translation_response needs images and a shift > 0, got {shift}")
     directions = ((shift, 0), (0, shift), (-shift, 0), (0, -shift))
     pairs = [(im, im, (0, 0)) for im in images]
-    pairs += [(im, _translate(im, dx, dy), (dx, dy)) for im in images for dx, dy in directions]
+    pairs += [(im, flow_data.translate(im, dx, dy), (dx, dy))
+              for im in images for dx, dy in directions]  # fmt: skip
     flows = []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
