@@ -63,6 +63,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     model.variant = "two_stream"
     model.include_reference = True  # the reference is one of the aggregated entries (release)
     model.pwc_channel_scale = 1.0  # PWC-Net widths; < 1 only in tiny test configs
+    # How PWC-Net's decoders compare features: 'raw' (the release's mean of products; converted
+    # weights need it) | 'normalized' (Pearson correlation: PWC-Net trained from scratch)
+    model.pwc_cost_volume = "raw"
     sampling = model.sampling = ml_collections.ConfigDict()
     sampling.version = "1"  # offset predictor: '1' U-Net-like (release default), '2' multi-dilation
     sampling.aggregation = "softmax"  # per-pixel softmax weights (release) | 'mean' (paper)

@@ -306,18 +306,6 @@ COCOVID_IMAGES = "images"
 COCOVID_ANNOTATIONS = "annotations"
 
 
-def _flow_pairs(
-    rng: np.random.Generator, num_frames: int, count: int, max_gap: int
-) -> list[tuple[int, int]]:
-    """`count` (t, s) frame pairs with 1 <= |s - t| <= max_gap, both directions."""
-    pairs = []
-    for _ in range(count):
-        t = int(rng.integers(num_frames))
-        choices = [s for s in range(t - max_gap, t + max_gap + 1) if 0 <= s < num_frames and s != t]
-        pairs.append((t, int(rng.choice(choices))))
-    return pairs
-
-
 _VID_XML_OBJECT = """\
 \t<object>
 \t\t<trackid>{track_id}</trackid>
@@ -552,6 +540,76 @@ def render_video(
     )
 
 
+# Flow pairs in the manner of FlyingChairs (Dosovitskiy et al.): each pair a scene of its own,
+# the background moved as a whole and every object by its own displacement and scale, drawn
+# broadly (up to these fractions of the frame's side), so that every pixel moves and the
+# motions cover the range the motion stream meets between a reference and its supports. No
+# deteriorations: ground truth that the images show.
+FLOW_BACKGROUND_MOTION = 0.05
+FLOW_OBJECT_MOTION = 0.1
+FLOW_OBJECT_SCALE = 0.1  # each object's size changes by up to this fraction
+
+
+def render_flow_pair(
+    rng: np.random.Generator,
+    *,
+    width: int,
+    height: int,
+    labels: Sequence[int],
+    max_objects: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One FlyingChairs-style pair: (image 1, image 2) float32 BGR [H, W, 3] and the ground-truth
+    flow [H, W, 2] from image 1 to image 2 (`ground_truth_flow`: objects move and scale about
+    their centres over a background moved by a sub-pixel translation; where an object uncovers
+    or covers another surface the flow is that of the surface seen in image 1)."""
+    side = min(width, height)
+    reach = FLOW_BACKGROUND_MOTION * side
+    margin = int(np.ceil(reach)) + 2
+    big = _background(rng, height + 2 * margin, width + 2 * margin)
+    shift = rng.uniform(-reach, reach, 2)
+    # Image 2's background: the big texture moved by -shift (bilinear), cropped where image 1's
+    # is; a surface at x in image 1 is then at x + shift in image 2.
+    moved = flow_data.translate(big, float(shift[0]), float(shift[1]))
+    window = np.s_[margin : margin + height, margin : margin + width]
+    num_objects = int(rng.integers(1, max_objects + 2))
+    tracks = [
+        _new_track(rng, int(rng.choice(labels)), i, str(rng.choice(SPEEDS)), width, height)
+        for i in range(num_objects)
+    ]
+    styles = [class_style(t.label) for t in tracks]
+    second = []
+    for track in tracks:
+        d = rng.uniform(-FLOW_OBJECT_MOTION, FLOW_OBJECT_MOTION, 2) * side
+        k = 1.0 + rng.uniform(-FLOW_OBJECT_SCALE, FLOW_OBJECT_SCALE)
+        second.append(dataclasses.replace(
+            track, cx=track.cx + d[0], cy=track.cy + d[1], w=track.w * k, h=track.h * k
+        ))  # fmt: skip
+    order = sorted(range(num_objects), key=lambda i: -tracks[i].w * tracks[i].h)
+    images, owners = [], []
+    for background, geometry in ((big, tracks), (moved, second)):
+        canvas = background[window].copy()
+        owner = np.full((height, width), BACKGROUND, np.int32)
+        for i in order:
+            _render_object(canvas, owner, i, styles[i], geometry[i])
+        canvas += rng.normal(0, 3, canvas.shape).astype(np.float32)
+        images.append(canvas)
+        owners.append(owner.astype(np.int16))
+    scene = RenderedVideo(
+        frames=images,
+        objects=[[], []],
+        deteriorations=[[], []],
+        speeds={},
+        tracks=np.asarray(
+            [[(t.cx, t.cy, t.w, t.h) for t in geometry] for geometry in (tracks, second)],
+            np.float64,
+        ),
+        background=np.asarray([shift, (0.0, 0.0)], np.float64),
+        owners=np.stack(owners),
+        occluder_target=0,
+    )
+    return images[0], images[1], ground_truth_flow(scene, 0, 1)
+
+
 def generate(
     out: str | pathlib.Path,
     *,
@@ -567,13 +625,13 @@ def generate(
     write_lists: bool = True,
     jpeg_quality: int = 90,
     flow_pairs_per_video: int = 0,
-    flow_max_gap: int = 6,
 ) -> dict:
     """Write a complete synthetic ILSVRC2015 folder at `out`; returns the manifest (also saved
-    as out/synthetic_manifest.json). With `flow_pairs_per_video`, also that many frame pairs
-    of every video (frames at most `flow_max_gap` apart, as the training clips' supports) with
-    their ground-truth flow, in FlyingChairs' layout under out/FlyingChairs (train videos'
-    pairs marked 1 = train in FlyingChairs_train_val.txt, val videos' 2 = val)."""
+    as out/synthetic_manifest.json). With `flow_pairs_per_video`, also that many flow pairs per
+    video (`render_flow_pair`: FlyingChairs-style scenes of the same classes and backgrounds,
+    with their ground-truth flow) in FlyingChairs' layout under out/FlyingChairs, those drawn
+    beside a train video marked 1 = train in FlyingChairs_train_val.txt, beside a val video
+    2 = val."""
     out = pathlib.Path(out)
     labels = default_labels(num_classes)
     manifest: dict = {
@@ -583,7 +641,7 @@ def generate(
         "labels": list(labels),
         "videos": {},
         "det_images": [],
-        "flow_pairs": [],  # [video id, frame 1, frame 2] of FlyingChairs/data/NNNNN (1-based)
+        "flow_pairs": {"train": 0, "val": 0},  # FlyingChairs/: how many pairs of each split
     }
     flow_marks: list[str] = []
     lists: dict[str, list[str]] = {
@@ -654,20 +712,22 @@ def generate(
                 "deteriorations": video.deteriorations,
             }
             pair_rng = np.random.default_rng([seed, 3, 0 if split == "train" else 1, v])
-            pairs = _flow_pairs(pair_rng, frames_per_video, flow_pairs_per_video, flow_max_gap)
-            for t1, t2 in pairs:
+            for _ in range(flow_pairs_per_video):
                 number = len(flow_marks) + 1
-                stem = out / FLOW_FOLDER / "data" / f"{number:05d}"
-                for name, index in (("img1", t1), ("img2", t2)):
-                    image = cv2.imdecode(np.frombuffer(encoded[index], np.uint8), cv2.IMREAD_COLOR)
+                *images, flow = render_flow_pair(
+                    pair_rng, width=width, height=height, labels=labels, max_objects=max_objects
+                )
+                for name, image in zip(("img1", "img2"), images, strict=True):
+                    # JPEG-coded first, as the videos' frames are.
+                    image = cv2.imdecode(
+                        np.frombuffer(_encode(image, jpeg_quality), np.uint8), cv2.IMREAD_COLOR
+                    )
                     ok, ppm = cv2.imencode(".ppm", image)
                     assert ok
-                    _write(stem.with_name(f"{number:05d}_{name}.ppm"), ppm.tobytes())
-                flow_data.write_flo(
-                    stem.with_name(f"{number:05d}_flow.flo"), ground_truth_flow(video, t1, t2)
-                )
+                    _write(out / FLOW_FOLDER / "data" / f"{number:05d}_{name}.ppm", ppm.tobytes())
+                flow_data.write_flo(out / FLOW_FOLDER / "data" / f"{number:05d}_flow.flo", flow)
                 flow_marks.append("1" if split == "train" else "2")
-                manifest["flow_pairs"].append([video_id, t1, t2])
+                manifest["flow_pairs"][split] += 1
     for i in range(num_det_images):
         rng = np.random.default_rng([seed, 2, i])
         main = int(labels[i % len(labels)])
@@ -828,11 +888,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--jpeg-quality", type=int, default=90)
     parser.add_argument("--no-lists", action="store_true", help="do not write ImageSets/ lists")
     parser.add_argument(
-        "--flow-pairs", type=int, default=0, help="frame pairs with ground-truth flow per video"
-    )
-    parser.add_argument(
-        "--flow-max-gap", type=int, default=6, help="frames between a pair, at most"
-    )
+        "--flow-pairs", type=int, default=0,
+        help="FlyingChairs-style flow pairs per video (images and ground-truth flow)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     common = dict(
         seed=args.seed,
@@ -846,7 +904,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_lists=not args.no_lists,
         jpeg_quality=args.jpeg_quality,
         flow_pairs_per_video=args.flow_pairs,
-        flow_max_gap=args.flow_max_gap,
     )
     if args.format == "ilsvrc":
         if args.class_names is not None:

@@ -140,7 +140,6 @@ def _generate(config: Any, root: str) -> None:
         num_classes=s.num_classes,
         max_objects=s.max_objects,
         flow_pairs_per_video=s.flow_pairs,
-        flow_max_gap=data.support_range,
     )
     os.replace(tmp, root)  # a crash mid-generation never leaves a partial dataset
 

@@ -15,7 +15,7 @@ from input_pipeline import ilsvrc, train_data
 from ssvd_jax import workdir as workdir_lib
 from ssvd_jax.errors import ConfigError
 from ssvd_jax.evaluation import linking
-from ssvd_jax.models import conv, resnet
+from ssvd_jax.models import conv, pwcnet, resnet
 from ssvd_jax.models import ssvd as ssvd_lib
 
 TRAINING_MODES = ("train", "sweep")
@@ -45,6 +45,8 @@ def validate(
         bool(m.backbone.stage_sizes) or m.backbone.depth in resnet.RESNET_SPECS,
         "model.backbone.depth", f"one of {sorted(resnet.RESNET_SPECS)} (or set stage_sizes)",
     )  # fmt: skip
+    need(m.pwc_cost_volume in pwcnet.COST_VOLUMES, "model.pwc_cost_volume",
+         f"one of {pwcnet.COST_VOLUMES}")  # fmt: skip
     for key in ("model.dtype", "model.flow_dtype"):
         need(_is_dtype(config, key), key, "a dtype name such as 'float32' or 'bfloat16'")
     d = config.data
@@ -94,6 +96,9 @@ def _training(config: Any, need: Any, devices: int | None) -> None:
         need(_positive(config.train.num_supports) or "phase2" not in phases,
              "train.num_supports", "must be a positive integer for phase 2")  # fmt: skip
         need(config.optimizer.name in OPTIMIZERS, "optimizer.name", f"one of {OPTIMIZERS}")
+    need(not config.train.pwcnet_checkpoint or config.model.pwc_cost_volume == "raw",
+         "model.pwc_cost_volume", "must be 'raw' with train.pwcnet_checkpoint (converted "
+         "weights of the release, which compares features raw)")  # fmt: skip
     if workdir_lib.FLOW_PHASE in phases:
         batches.append("flow.batch_size")
         need(config.flow.optimizer.name in OPTIMIZERS, "flow.optimizer.name",

@@ -166,21 +166,14 @@ def _train_and_evaluate(config: Any, workdir: str, on_batch: trainer.BatchHook |
 
 def evaluate_pwcnet(config: Any, workdir: str) -> dict[str, Any]:
     """End-point errors of the pwcnet phase's PWC-Net on the flow data's val pairs (beside zero
-    flow's and a classical flow's; for the generator's pairs also on its 'clean' and
-    'deteriorated' pairs apart); written to `<workdir>/eval/pwcnet/summary_flow_val.json`."""
+    flow's and a classical flow's) and its translation check; written to
+    `<workdir>/eval/pwcnet/summary_flow_val.json`."""
     folder = workdir_lib.checkpoint_dir(workdir, workdir_lib.FLOW_PHASE)
     model, variables, meta = restore_flownet(folder, config)
     pairs = flow_data.configured_pairs(config, workdir, "val")
-    groups = None
-    if not config.flow.root:  # the generator's pairs: clean and deteriorated ones apart
-        data_root = workdir_lib.data_root(config, workdir)
-        qualities = subsets.flow_pair_qualities(data_root, [p.flow for p in pairs])
-        if qualities is not None:
-            masks = subsets.quality_masks(qualities)
-            groups = {k: masks[k] for k in ("clean", "deteriorated")}
     errors = flow_eval.evaluate_flow(
         model, variables, pairs, crop_size=config.flow.eval_crop_size,
-        mean_bgr=config.data.pixel_mean_bgr, batch_size=config.flow.batch_size, groups=groups,
+        mean_bgr=config.data.pixel_mean_bgr, batch_size=config.flow.batch_size,
         translation_shift=config.flow.translation_shift,
         translation_images=config.flow.translation_images,
     )  # fmt: skip
@@ -474,14 +467,6 @@ def format_summary(summary: dict[str, Any]) -> str:
                 f"{f['translation_gain']:.2f}; 1 = matched), against itself unmoved as "
                 f"{f['self_flow']:.2f} px ({f['translation_images']} frames)"
             )
-        for group in ("clean", "deteriorated"):
-            if group in f:
-                g = f[group]
-                lines.append(
-                    f"  {group} pairs ({g['pairs']}): PWC-Net {g['epe']:.2f} px, zero flow "
-                    f"{g['zero_epe']:.2f} (ratio {g['epe_ratio']:.2f}), DIS {g['dis_epe']:.2f} "
-                    f"(ratio {g['dis_ratio']:.2f})"
-                )
     for phase, e in summary.get("eval", {}).items():
         quality = ""
         if e.get("mAP_deteriorated") is not None:

@@ -89,19 +89,3 @@ def test_frame_qualities_from_the_manifest(tmp_path):
     assert masks["deteriorated"].tolist() == [False, True, False]
     assert masks["illumination"].tolist() == [False, True, False]
     assert subsets.frame_qualities(tmp_path / "none", ["x"], [["000000"]]) is None
-
-
-def test_flow_pair_qualities_from_the_manifest(tmp_path):
-    import json
-
-    (tmp_path / subsets.MANIFEST).write_text(json.dumps({
-        "videos": {"val/v0": {"deteriorations": [[], ["defocus"], [], ["illumination"]]}},
-        "flow_pairs": [["val/v0", 0, 2], ["val/v0", 1, 0], ["val/v0", 3, 1]],
-    }))  # fmt: skip
-    files = [f"data/0000{n}_flow.flo" for n in (1, 2, 3)]
-    q = subsets.flow_pair_qualities(tmp_path, files)
-    assert q == [(), ("defocus",), ("defocus", "illumination")]
-    assert subsets.quality_masks(q)["clean"].tolist() == [True, False, False]
-    with pytest.raises(ValueError, match="00004_flow.flo: pair 4"):
-        subsets.flow_pair_qualities(tmp_path, ["data/00004_flow.flo"])
-    assert subsets.flow_pair_qualities(tmp_path / "none", files) is None

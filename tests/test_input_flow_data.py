@@ -1,6 +1,7 @@
 """Flow data for PWC-Net pretraining: the Middlebury `.flo` format (round trip, byte layout,
 errors that name the file) and the FlyingChairs / MPI-Sintel layouts on small trees made here."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -137,23 +138,61 @@ def test_generator_writes_flow_pairs_in_the_flying_chairs_layout(tmp_path):
 
     manifest = synthetic.generate(
         tmp_path / "d", width=64, height=64, num_train_videos=2, num_val_videos=1,
-        frames_per_video=10, num_det_images=0, flow_pairs_per_video=3, flow_max_gap=4,
+        frames_per_video=4, num_det_images=0, flow_pairs_per_video=3,
     )  # fmt: skip
     root = tmp_path / "d" / "FlyingChairs"
     train = flow_data.flying_chairs_pairs(root, "train")
     val = flow_data.flying_chairs_pairs(root, "val")
     assert (len(train), len(val)) == (6, 3)
-    assert len(manifest["flow_pairs"]) == 9
-    for (video_id, t, s), pair in zip(manifest["flow_pairs"], train + val, strict=True):
-        assert 1 <= abs(s - t) <= 4
+    assert manifest["flow_pairs"] == {"train": 6, "val": 3}
+    for pair in train + val:
         image1, image2, flow = flow_data.load_pair(pair)
-        assert image1.shape == (64, 64, 3) and flow.shape == (64, 64, 2)
-        # img1 is frame t as the detector reads it (the decoded JPEG).
-        from input_pipeline.preprocess import read_frame
+        assert image1.shape == image2.shape == (64, 64, 3) and flow.shape == (64, 64, 2)
+        # Every pixel moves (the background too): FlyingChairs' dense motion.
+        assert np.linalg.norm(flow, axis=-1).min() > 0
+    # The same seed writes the same pairs.
+    synthetic.generate(
+        tmp_path / "e", width=64, height=64, num_train_videos=2, num_val_videos=1,
+        frames_per_video=4, num_det_images=0, flow_pairs_per_video=3,
+    )  # fmt: skip
+    again = flow_data.flying_chairs_pairs(tmp_path / "e" / "FlyingChairs", "val")
+    for a, b in zip(val, again, strict=True):
+        for x, y in zip(flow_data.load_pair(a), flow_data.load_pair(b), strict=True):
+            np.testing.assert_array_equal(x, y)
 
-        frame = read_frame(tmp_path / "d" / "Data/VID" / video_id / f"{t:06d}.JPEG")
-        np.testing.assert_array_equal(image1, frame)
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_flow_pair_ground_truth_aligns_its_images(seed):
+    """A FlyingChairs-style pair: image 2 sampled along the ground-truth flow is image 1 where
+    the surface is seen in both (pixel noise and occlusions aside), much closer than image 2 as it is, and
+    closer than the flow moved by 1 px in any direction; motions within the stated bounds."""
+    from input_pipeline import synthetic
+
+    rng = np.random.default_rng(seed)
+    size = 96
+    image1, image2, flow = synthetic.render_flow_pair(
+        rng, width=size, height=size, labels=(0, 14, 29), max_objects=2
+    )
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+
+    def error(f, mask):
+        warped = cv2.remap(image2, xx + f[..., 0], yy + f[..., 1], cv2.INTER_LINEAR)
+        return np.abs(warped - image1)[mask].mean()
+
+    # Pixels whose flow is locally smooth (no motion boundary in image 1 or 2 near them) and
+    # that land inside image 2.
+    speed = np.linalg.norm(flow, axis=-1)
+    smooth = cv2.dilate((cv2.Laplacian(flow, cv2.CV_32F) ** 2).sum(-1), np.ones((5, 5))) < 1e-6
+    inside = (xx + flow[..., 0] > 2) & (xx + flow[..., 0] < size - 3)
+    inside &= (yy + flow[..., 1] > 2) & (yy + flow[..., 1] < size - 3)
+    mask = smooth & inside
+    assert mask.sum() > 0.3 * size * size, seed
+    aligned = error(flow, mask)
+    assert aligned < 0.4 * np.abs(image2 - image1)[mask].mean(), (seed, aligned)
+    for d in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        assert aligned < error(flow + np.float32(d), mask), (seed, d)
+    reach = (synthetic.FLOW_BACKGROUND_MOTION + synthetic.FLOW_OBJECT_MOTION) * size
+    assert 0 < speed.min() and speed.max() < reach * 1.5 + 2, (seed, speed.max())
 
 def test_flow_batches_are_deterministic_and_flips_negate_u(tmp_path, rng):
     size = 16

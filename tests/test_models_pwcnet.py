@@ -91,3 +91,63 @@ def test_kernel_first_conv_equals_torch(padding, dilation, rng):
     ).permute(0, 2, 3, 1).numpy()  # fmt: skip
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def _learn_translations(cost_volume: str, seed: int, steps: int = 120, size: int = 64):
+    """A fresh 1/4-width PWC-Net trained with its own multi-scale loss on textures moved by up
+    to 8 px (Adam); returns the gain with which it then reads held-out 4-px moves (the
+    predicted flow projected on the true one, over its length: 1 = read at its size)."""
+    import optax
+
+    from input_pipeline import flow_data, synthetic
+    from ssvd_jax import objective
+
+    rng = np.random.default_rng(seed)
+    pool = np.stack([synthetic._background(rng, size, size) - 128.0 for _ in range(40)])
+
+    def textures(k):
+        return pool[rng.integers(len(pool) - 8, size=k)]
+
+    net = pwcnet.PWCNet(channel_scale=0.25, cost_volume=cost_volume)
+    first = jnp.asarray(textures(1), jnp.float32)
+    params = init_variables(net, first, first, seed=seed)["params"]
+    weights = {"L6": 0.32, "L5": 0.08, "L4": 0.02, "L3": 0.01, "L2": 0.005}
+    tx = optax.adam(2e-3)
+    opt = tx.init(params)
+
+    @jax.jit
+    def step(params, opt, a, b, flow):
+        def loss(p):
+            out = net.apply({"params": p}, a, b)
+            return objective.flow_loss(out["raw"], flow, weights, pwcnet.RAW_FLOW_UNIT)[0]
+
+        grads = jax.grad(loss)(params)
+        updates, opt = tx.update(grads, opt, params)
+        return optax.apply_updates(params, updates), opt
+
+    for _ in range(steps):
+        a = textures(8).astype(np.float32)
+        shifts = rng.uniform(-8, 8, (8, 2)).astype(np.float32)
+        b = np.stack([flow_data.translate(x, *s) for x, s in zip(a, shifts, strict=True)])
+        flow = np.broadcast_to(shifts[:, None, None], (8, size, size, 2))
+        params, opt = step(params, opt, a, b, np.ascontiguousarray(flow))
+    held_out = pool[-8:].astype(np.float32)  # textures it never saw
+    gains = []
+    for dx, dy in ((4, 0), (0, 4), (-4, 0), (0, -4)):
+        moved = np.stack([flow_data.translate(x, dx, dy) for x in held_out])
+        p3 = np.asarray(jax.jit(net.apply)({"params": params}, held_out, moved)["P3"]) * 8
+        inner = p3[:, 1:-1, 1:-1]
+        gains.append(float(((inner[..., 0] * dx + inner[..., 1] * dy) / 16).mean()))
+    return float(np.mean(gains))
+
+
+@pytest.mark.slow  # two PWC-Nets trained for 120 steps: ~80 s
+def test_a_fresh_pwcnet_learns_to_match_with_the_normalized_cost_volume(rng):
+    """Why `cost_volume='normalized'` exists: trained from scratch on the simplest flow there
+    is, a PWC-Net with the release's raw cost volume still reads nothing after as many steps
+    as one with the normalized one needs to read translations at most of their size."""
+    seed = int(rng.integers(2**31))
+    normalized = _learn_translations("normalized", seed)
+    raw = _learn_translations("raw", seed)
+    assert normalized > 0.6, (seed, normalized, raw)
+    assert raw < 0.2, (seed, normalized, raw)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssvd_jax.ops.correlation import cost_volume
+from ssvd_jax.ops.correlation import cost_volume, normalized_cost_volume
 
 cost_volume_jit = jax.jit(cost_volume, static_argnames="max_displacement")
 
@@ -83,3 +83,40 @@ def test_fixture(fixtures_dir):
     out = cost_volume_jit(ref["f1"], ref["f2"])
     assert _rel_err(out, ref["out"]) < 1e-4
     assert _rel_err(jax.nn.leaky_relu(out, 0.1), ref["out_leaky"]) < 1e-4
+
+
+def test_normalized_is_the_pearson_correlation(rng):
+    """normalized_cost_volume: per displacement, the correlation coefficient of the two
+    pixels' feature vectors (the NumPy loop on centred, unit-length features), 0 outside."""
+    shape, d = (2, 6, 7, 5), 3
+    f1 = rng.standard_normal(shape).astype(np.float32) + 2.0
+    f2 = rng.standard_normal(shape).astype(np.float32) * 3.0
+    out = np.asarray(jax.jit(normalized_cost_volume, static_argnums=2)(f1, f2, d))
+
+    def unit(f):
+        f = f.astype(np.float64) - f.mean(-1, keepdims=True)
+        return f / np.linalg.norm(f, axis=-1, keepdims=True)
+
+    want = _numpy_loop(unit(f1), unit(f2), d) * shape[-1]
+    assert _rel_err(out, want) < 1e-5
+    assert np.abs(out).max() <= 1.0 + 1e-5
+    assert np.all(out[:, 0, :, : 2 * d + 1] == 0)  # rows above the image: padding
+
+
+def test_normalized_peaks_at_the_displacement_where_raw_does_not(rng):
+    """Features that are mostly positive and vary in strength, as a fresh extractor's
+    LeakyReLU features are: the raw cost volume's peak follows the strongest neighbour, the
+    normalized one's the displacement that matches."""
+    n, h, w, c, d = 2, 16, 16, 8, 4
+    strength = rng.uniform(0.2, 3.0, (n, h + 8, w + 8, 1))
+    base = (np.abs(rng.standard_normal((n, h + 8, w + 8, c))) + 0.5) * strength
+    dy, dx = 2, -3  # f2 at (y + dy, x + dx) is f1 at (y, x)
+    f1 = base[:, 4 : 4 + h, 4 : 4 + w].astype(np.float32)
+    f2 = base[:, 4 - dy : 4 - dy + h, 4 - dx : 4 - dx + w].astype(np.float32)
+    want = (dy + d) * (2 * d + 1) + (dx + d)
+    inner = np.s_[:, d : h - d, d : w - d]
+    normalized = np.asarray(normalized_cost_volume(f1, f2, d))[inner].argmax(-1)
+    raw = np.asarray(cost_volume(f1, f2, d))[inner].argmax(-1)
+    assert (normalized == want).mean() == 1.0
+    assert (raw == want).mean() < 0.5
+

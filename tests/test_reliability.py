@@ -561,6 +561,19 @@ def test_config_values_are_checked_against_the_devices_and_phases():
     )
 
 
+def test_the_pwcnet_cost_volume_is_checked_and_fits_converted_weights():
+    config = _phase1_config()
+    config.model.pwc_cost_volume = "cosine"
+    with pytest.raises(errors.ConfigError, match=r"model.pwc_cost_volume='cosine': one of"):
+        jobs.validate_config(config, "eval", "/unused")
+    # The release's converted PWC-Net compares features raw; 'normalized' would misread it.
+    config = _phase1_config()
+    config.model.pwc_cost_volume = "normalized"
+    config.train.pwcnet_checkpoint = "/converted/pwcnet"
+    with pytest.raises(errors.ConfigError, match=r"must be 'raw' with train.pwcnet_checkpoint"):
+        jobs.validate_config(config, "train", "/unused")
+
+
 def test_an_empty_detections_file_scores_with_a_warning(fixtures_dir, tmp_path):
     empty = tmp_path / "det.txt"
     empty.write_text("")

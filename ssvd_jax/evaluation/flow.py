@@ -5,9 +5,7 @@ those of the training loss (`objective.end_point_errors`), in input pixels: per 
 flow against the ground truth average-pooled to that level's grid), at full resolution (level
 2's flow upsampled bilinearly) and, as yardsticks, of zero flow and of a classical dense flow
 (OpenCV's DIS, medium preset, on the grey full-resolution crops: no learning, so it shows what
-the pairs allow). Optional groups of pairs (the synthetic manifest's clean and deteriorated
-pairs) get the same means: a whole-frame occlusion, defocus or flash leaves flow that no image
-evidence shows, and the EPE over all pairs mixes the two.
+the pairs allow). Optional groups of pairs (e.g. kinds of scene) get the same means apart.
 
 `translation_response` asks the network the simplest question a flow network answers: a frame
 against itself moved by a known number of pixels. A network that matches reads the translation

@@ -108,28 +108,6 @@ def frame_qualities(
     return out
 
 
-def flow_pair_qualities(
-    data_root: str | pathlib.Path, flow_files: Sequence[str | pathlib.Path]
-) -> list[tuple[str, ...]] | None:
-    """Per flow pair of the generator's FlyingChairs folder (given by its `NNNNN_flow.flo`
-    file: the manifest's `flow_pairs[NNNNN - 1]` = [video, frame 1, frame 2]), the
-    deteriorations of its two frames; None when the dataset has no manifest."""
-    path = pathlib.Path(data_root) / MANIFEST
-    if not path.is_file():
-        return None
-    manifest = json.loads(path.read_text())
-    records, videos = manifest.get("flow_pairs", []), manifest["videos"]
-    out = []
-    for flow_file in flow_files:
-        number = int(pathlib.Path(flow_file).name.split("_")[0])
-        if not 1 <= number <= len(records):
-            raise ValueError(f"{flow_file}: pair {number} is not in {path}'s flow_pairs")
-        video_id, t1, t2 = records[number - 1]
-        kinds = videos[video_id]["deteriorations"]
-        out.append(tuple(sorted(set(kinds[t1]) | set(kinds[t2]))))
-    return out
-
-
 def quality_masks(qualities: Sequence[tuple[str, ...]]) -> dict[str, np.ndarray]:
     """{'clean': no deterioration, 'deteriorated': any, '<kind>': that kind}, [F] bool each."""
     num = len(qualities)

@@ -54,6 +54,22 @@ def leaky_relu(x: Array) -> Array:
     return nn.leaky_relu(x, negative_slope=0.1)
 
 
+# How a decoder compares the two images' features: 'raw', the release's mean of their products
+# (what the authors' and converted weights expect); 'normalized', their Pearson correlation
+# (`correlation.normalized_cost_volume`), for PWC-Net trained from scratch: a fresh extractor's
+# raw cost volume peaks where features are large rather than where they agree, so the decoders
+# see no displacement to read (measured: 300 steps on pure translations of synthetic frames
+# left a fresh net's flow at zero with 'raw' and read 4-px shifts at 0.96 of their size with
+# 'normalized', the same loss and optimizer).
+COST_VOLUMES = ("raw", "normalized")
+
+
+def _cost(kind: str, f1: Array, f2: Array) -> Array:
+    if kind == "raw":
+        return correlation.cost_volume(f1, f2, 4)
+    return correlation.normalized_cost_volume(f1, f2, 4).astype(f1.dtype)
+
+
 class ConvTranspose4x4(nn.Module):
     """torch.nn.ConvTranspose2d(C, features, 4, stride=2, padding=1), as an input-dilated conv.
 
@@ -120,6 +136,7 @@ class Decoder(nn.Module):
     level: int
     channel_scale: float = 1.0
     dtype: Any = jnp.float32
+    cost_volume: str = "raw"  # one of COST_VOLUMES
 
     @nn.compact
     def __call__(
@@ -127,7 +144,7 @@ class Decoder(nn.Module):
     ) -> tuple[Array, Array]:
         height, width = f1.shape[1:3]
         if previous is None:
-            feat = leaky_relu(correlation.cost_volume(f1, f2, 4))
+            feat = leaky_relu(_cost(self.cost_volume, f1, f2))
         else:
             prev_flow, prev_feat = previous
             flow_up = crop_to(ConvTranspose4x4(2, self.dtype, name="moduleUpflow")(prev_flow),
@@ -135,7 +152,7 @@ class Decoder(nn.Module):
             feat_up = crop_to(ConvTranspose4x4(2, self.dtype, name="moduleUpfeat")(prev_feat),
                               height, width)  # fmt: skip
             warped = sampling.pwc_warp(f2, flow_up * FLOW_SCALES[self.level])
-            corr = leaky_relu(correlation.cost_volume(f1, warped, 4))
+            corr = leaky_relu(_cost(self.cost_volume, f1, warped))
             feat = jnp.concatenate([corr, f1, flow_up, feat_up], axis=-1)
         for name, channels in zip(LEVEL_NAMES[:5], DENSE_CHANNELS, strict=True):
             width = scaled(channels, self.channel_scale)
@@ -159,15 +176,18 @@ class PWCNet(nn.Module):
 
     channel_scale: float = 1.0  # < 1 only for tiny test models; the release is 1.0
     dtype: Any = jnp.float32
+    cost_volume: str = "raw"  # the release's; 'normalized' for training from scratch
 
     def setup(self) -> None:
-        cs, dt = self.channel_scale, self.dtype
+        if self.cost_volume not in COST_VOLUMES:
+            raise ValueError(f"cost_volume must be one of {COST_VOLUMES}, got {self.cost_volume!r}")
+        cs, dt, cv = self.channel_scale, self.dtype, self.cost_volume
         self.moduleExtractor = Extractor(cs, dt)
-        self.moduleSix = Decoder(6, cs, dt)
-        self.moduleFiv = Decoder(5, cs, dt)
-        self.moduleFou = Decoder(4, cs, dt)
-        self.moduleThr = Decoder(3, cs, dt)
-        self.moduleTwo = Decoder(2, cs, dt)
+        self.moduleSix = Decoder(6, cs, dt, cv)
+        self.moduleFiv = Decoder(5, cs, dt, cv)
+        self.moduleFou = Decoder(4, cs, dt, cv)
+        self.moduleThr = Decoder(3, cs, dt, cv)
+        self.moduleTwo = Decoder(2, cs, dt, cv)
 
     def extract(self, images_NxHxWx3: Array) -> dict[str, Array]:
         """The release's input (normalised image / 255), 2x2 average-pooled, through the

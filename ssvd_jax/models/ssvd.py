@@ -100,6 +100,7 @@ class SSVD(nn.Module):
     deformable_groups: int
     include_reference: bool
     pwc_channel_scale: float
+    pwc_cost_volume: str  # pwcnet.COST_VOLUMES
     dtype: Any
     flow_dtype: Any  # PWC-Net's compute dtype (see create_model)
 
@@ -122,7 +123,7 @@ class SSVD(nn.Module):
             return
         if use_motion:
             self.motion_fpn = FPN(self.fpn_channels, self.dtype)
-            self.flownet = PWCNet(self.pwc_channel_scale, self.flow_dtype)
+            self.flownet = PWCNet(self.pwc_channel_scale, self.flow_dtype, self.pwc_cost_volume)
         if use_sampling:
             self.sample_fpn = FPN(self.fpn_channels, self.dtype)
             self.sample_block = SamplingBlock(
@@ -327,6 +328,7 @@ def create_model(model_config: Any, *, variant: str | None = None) -> SSVD:
         deformable_groups=model_config.sampling.deformable_groups,
         include_reference=model_config.include_reference,
         pwc_channel_scale=model_config.pwc_channel_scale,
+        pwc_cost_volume=model_config.pwc_cost_volume,
         dtype=dtype,
         flow_dtype=jnp.dtype(model_config.flow_dtype or model_config.dtype),
     )
@@ -336,7 +338,7 @@ def create_flownet(model_config: Any) -> PWCNet:
     """The motion stream's PWC-Net on its own (the SSVD's `flownet` parameters), for
     pretraining on ground-truth flow."""
     dtype = jnp.dtype(model_config.flow_dtype or model_config.dtype)
-    return PWCNet(model_config.pwc_channel_scale, dtype)
+    return PWCNet(model_config.pwc_channel_scale, dtype, model_config.pwc_cost_volume)
 
 
 def example_frames(image_size: int, num_frames: int) -> jax.ShapeDtypeStruct:

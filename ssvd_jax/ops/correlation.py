@@ -78,3 +78,22 @@ def cost_volume(
         planes.append(_band(full, side))
     out = jnp.concatenate(planes, axis=-1).reshape(n, height, padded_width, side * side)
     return out[:, :, :width]
+
+
+def normalized_cost_volume(
+    f1_NxHxWxC: Array, f2_NxHxWxC: Array, max_displacement: int = 4, *, eps: float = 1e-6
+) -> Array:
+    """`cost_volume` of features made zero-mean and unit-length over their channels at each
+    pixel: per displacement the Pearson correlation of the two feature vectors, in [-1, 1]
+    (0 where a vector is constant, and outside the image). Unlike the mean of raw products,
+    its peak is where the features agree, not where they are large: a randomly initialised
+    extractor's LeakyReLU features are mostly positive, and their raw cost volume peaks at the
+    strongest neighbour about as often as at the true displacement."""
+
+    def unit(f: Array) -> Array:
+        f = f.astype(jnp.float32)
+        f = f - jnp.mean(f, axis=-1, keepdims=True)
+        return f * jax.lax.rsqrt(jnp.sum(f * f, axis=-1, keepdims=True) + eps)
+
+    channels = f1_NxHxWxC.shape[-1]
+    return cost_volume(unit(f1_NxHxWxC), unit(f2_NxHxWxC), max_displacement) * channels
