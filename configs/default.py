@@ -142,7 +142,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     synthetic.det_images = 40
     synthetic.num_classes = 6
     synthetic.max_objects = 2
-    synthetic.flow_pairs = 0  # frame pairs with ground-truth flow per video (FlyingChairs layout)
+    synthetic.flow_pairs = 0  # FlyingChairs-style flow pairs (ground truth) per video
     # Generate into a given data.root that does not exist yet (the default root inside the
     # workdir is always generated): off, so that a mistyped path is an error, not a new dataset.
     synthetic.create_root = False
@@ -194,8 +194,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     flow.translation_images = 32
     flow.batch_size = 8  # PWC-Net's
     flow.level_weights = (0.32, 0.08, 0.02, 0.01, 0.005)  # levels 6..2 (PWC-Net's alphas)
-    # From scratch only: an auxiliary displacement classification on the unwarped cost volumes
-    # (objective.matching_loss), per level 6..2; all 0 = PWC-Net's own loss alone.
+    # Optional, from scratch: an auxiliary displacement classification on the unwarped cost
+    # volumes (objective.matching_loss), per level 6..2; all 0 = PWC-Net's own loss alone
+    # (with model.pwc_cost_volume='normalized' a fresh PWC-Net matches without it).
     flow.matching_weights = (0.0, 0.0, 0.0, 0.0, 0.0)
     flow.matching_scale = 10.0  # cost volume -> logits
     flow.optimizer = ml_collections.ConfigDict(
