@@ -2,30 +2,29 @@
 
 Run: python main.py   (same as --config=configs/synthetic.py --workdir=runs/synthetic)
 What it gives: generates a small ILSVRC-format dataset (48 training videos of 30 frames, 100 DET
-images, 24 val videos, 128x128, 8 frame pairs per video with ground-truth flow) into
-<workdir>/data, builds its TFDS datasets, trains phase 1 (the single-frame detector: a
-bottleneck ResNet with one block per stage at 1/4 width and GroupNorm, 3000 AdamW steps of
-batch 4), pretrains PWC-Net (1/4 width) on the flow pairs (200 steps of batch 8) and trains
-phase 2 (two-stream SSVD from phase 1 and the pretrained PWC-Net, 240 steps of batch-4 clips,
-supports within +-3 frames), evaluates both on the val split with the online engine (ImageNet
-VID protocol; by speed, by frame quality, each stream alone, bootstrap intervals), prints the
-tables, writes summary.json, the side-by-side demo.mp4 and pictures/.
-Measured on 2 CPU cores (2026-12-02, a fresh clone): 15m01s in all: data + TFDS 15 s, phase
-1 6.6 min, pwcnet 1.7 min, phase 2 4.2 min (its build and compile included), evaluation,
-linking, comparison, demo and pictures 2.3 min (19m53s with the machine throttling, the same
-numbers: the run is deterministic on one machine). Val mAP: single-frame
-59.2% (slow 67.1, medium 59.6, fast 72.6; clean 64.0, deteriorated 53.0), SSVD 61.3% (71.9 /
-59.4 / 73.8; clean 63.4, deteriorated 59.3): +6.3 on deteriorated frames (bootstrap 95%
-interval +1.8 to +14.9), +2.2 overall and +1.2 on fast objects (intervals include 0);
-mAP_track 67.2% vs 51.6%. The same code on another machine (2026-12-07, 18m30s throttled):
-55.9% / 59.1%, +3.2 overall [+0.3, +7.0], +6.4 deteriorated [+2.9, +11.6], +0.6 fast. A
-run whose initial weights differed in the last bits gave 64.8% / 67.2% (+10.0 on
-deteriorated frames), --config.seed=1 72.2% / 72.1% (+4.1): the single-frame
-model moves by up to ~13 points between runs, and SSVD's gain shrinks as it gets stronger.
-PWC-Net's val end-point error 0.81 px vs 0.73 px for zero flow (on the clean pairs 0.70 vs
-0.61, where OpenCV's DIS, the classical yardstick, scores 0.22), and it reads a val frame
-against itself moved by 4 px as 0.40 px (gain 0.10): two minutes from scratch do not teach it
-to match yet. Restarting resumes; a finished run only prints its summary (and
+images, 24 val videos, 128x128, and 8 FlyingChairs-style flow pairs with ground-truth flow per
+video) into <workdir>/data, builds its TFDS datasets, trains phase 1 (the single-frame
+detector: a bottleneck ResNet with one block per stage at 1/4 width and GroupNorm, 3000 AdamW
+steps of batch 4), pretrains PWC-Net (1/4 width, normalized cost volume) on the flow pairs (600
+steps of batch 8) and trains phase 2 (two-stream SSVD from phase 1 and the pretrained PWC-Net,
+240 steps of batch-4 clips, supports within +-3 frames), evaluates both on the val split with
+the online engine (ImageNet VID protocol; by speed, by frame quality, each stream alone,
+bootstrap intervals), prints the tables, writes summary.json, the side-by-side demo.mp4 and
+pictures/.
+Measured on 2 CPU cores (2026-12-07, a fresh clone, the machine throttling hard): 24m58s in
+all: data + TFDS 36 s, phase 1 9.0 min, pwcnet 4.1 min, phase 2 7.4 min (its build and compile
+included), evaluation, linking, comparison, demo and pictures 3.9 min (on an idle machine,
+2026-12-02, with 200 pwcnet steps: 15m01s). The run is deterministic on one machine, not
+across machines. Val mAP: single-frame 55.9% (slow 60.0, medium 60.4, fast 70.4; clean 60.9,
+deteriorated 50.3), SSVD 60.1% (63.5 / 75.4 / 72.3; clean 62.6, deteriorated 57.4): +4.1
+overall (bootstrap 95% interval +1.0 to +7.9), +7.1 on deteriorated frames (+3.6 to +12.9),
++1.9 on fast objects (-1.9 to +4.4); mAP_track 68.3% vs 41.4%. Earlier runs (the previous
+PWC-Net recipe): 59.2% / 61.3% on another machine, 64.8% / 67.2% with initial weights that
+differed in the last bits, --config.seed=1 72.2% / 72.1%: the single-frame model moves by up
+to ~13 points between runs, and SSVD's gain shrinks as it gets stronger. PWC-Net's val
+end-point error 2.71 px vs 5.60 px for zero flow (ratio 0.48; OpenCV's DIS, the classical
+yardstick, 1.66), and it reads a val frame against itself moved by 4 px as 3.97 px (gain
+0.99). Restarting resumes; a finished run only prints its summary (and
 re-evaluates PWC-Net, redraws the demo and pictures).
 Overfit check: python main.py --mode=overfit fits 8 generated 128x128 images with this model
 (the measured, tested check is configs/tiny.py's).
