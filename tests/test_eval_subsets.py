@@ -3,7 +3,6 @@ subset's weighted mAP is the protocol's mAP of that subset evaluated on its own;
 are a frame counted twice; intervals are paired across models."""
 
 import numpy as np
-import pytest
 from test_eval_vid_ap import make_dets, make_gt, random_case
 
 from ssvd_jax.evaluation import motion, subsets, vid_ap

@@ -164,8 +164,9 @@ def test_generator_writes_flow_pairs_in_the_flying_chairs_layout(tmp_path):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_flow_pair_ground_truth_aligns_its_images(seed):
     """A FlyingChairs-style pair: image 2 sampled along the ground-truth flow is image 1 where
-    the surface is seen in both (pixel noise and occlusions aside), much closer than image 2 as it is, and
-    closer than the flow moved by 1 px in any direction; motions within the stated bounds."""
+    the surface is seen in both (pixel noise and occlusions aside), much closer than image 2
+    as it is, and closer than the flow moved by 1 px in any direction; motions within the
+    stated bounds."""
     from input_pipeline import synthetic
 
     rng = np.random.default_rng(seed)
@@ -193,6 +194,7 @@ def test_flow_pair_ground_truth_aligns_its_images(seed):
         assert aligned < error(flow + np.float32(d), mask), (seed, d)
     reach = (synthetic.FLOW_BACKGROUND_MOTION + synthetic.FLOW_OBJECT_MOTION) * size
     assert 0 < speed.min() and speed.max() < reach * 1.5 + 2, (seed, speed.max())
+
 
 def test_flow_batches_are_deterministic_and_flips_negate_u(tmp_path, rng):
     size = 16

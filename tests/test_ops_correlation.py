@@ -119,4 +119,3 @@ def test_normalized_peaks_at_the_displacement_where_raw_does_not(rng):
     raw = np.asarray(cost_volume(f1, f2, d))[inner].argmax(-1)
     assert (normalized == want).mean() == 1.0
     assert (raw == want).mean() < 0.5
-
