@@ -18,7 +18,9 @@ included), evaluation, linking, comparison, demo and pictures 3.9 min (on an idl
 across machines. Val mAP: single-frame 55.9% (slow 60.0, medium 60.4, fast 70.4; clean 60.9,
 deteriorated 50.3), SSVD 60.1% (63.5 / 75.4 / 72.3; clean 62.6, deteriorated 57.4): +4.1
 overall (bootstrap 95% interval +1.0 to +7.9), +7.1 on deteriorated frames (+3.6 to +12.9),
-+1.9 on fast objects (-1.9 to +4.4); mAP_track 68.3% vs 41.4%. Earlier runs (the previous
++1.9 on fast objects (-1.9 to +4.4); mAP_track 68.3% vs 41.4%. --config.seed=1: 72.2% /
+75.1%, +2.9 overall (-1.2 to +8.5), +3.7 fast (-0.7 to +5.3), +6.9 deteriorated (+1.4 to
++16.4). Earlier runs (the previous
 PWC-Net recipe): 59.2% / 61.3% on another machine, 64.8% / 67.2% with initial weights that
 differed in the last bits, --config.seed=1 72.2% / 72.1%: the single-frame model moves by up
 to ~13 points between runs, and SSVD's gain shrinks as it gets stronger. PWC-Net's val
