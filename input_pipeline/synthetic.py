@@ -567,8 +567,8 @@ def render_flow_pair(
     margin = int(np.ceil(reach)) + 2
     big = _background(rng, height + 2 * margin, width + 2 * margin)
     shift = rng.uniform(-reach, reach, 2)
-    # Image 2's background: the big texture moved by -shift (bilinear), cropped where image 1's
-    # is; a surface at x in image 1 is then at x + shift in image 2.
+    # Image 2's background: the big texture moved by `shift` (bilinear), cropped where image
+    # 1's is; a surface at x in image 1 is then at x + shift in image 2.
     moved = flow_data.translate(big, float(shift[0]), float(shift[1]))
     window = np.s_[margin : margin + height, margin : margin + width]
     num_objects = int(rng.integers(1, max_objects + 2))
