@@ -53,7 +53,7 @@ FRAME_DETERIORATIONS = (
 # A fast object smeared along its own motion: in real video fast objects blur (FGFA's fast
 # bucket is where motion blur lives); bursts of a few frames, as objects jerk and accelerate.
 FAST_BLUR = "fast_motion_blur"
-FAST_BLUR_BURSTS = 2  # per fast object per video, 2-5 frames each
+FAST_BLUR_BURSTS = 3  # per fast object per video, 2-5 frames each: ~1/3 of its frames
 FAST_BLUR_LENGTH = 0.6  # smear length as a fraction of the object's size
 DETERIORATIONS = (*FRAME_DETERIORATIONS, FAST_BLUR)
 _SHAPES = ("ellipse", "rectangle", "triangle", "diamond", "cross", "hexagon", "ring", "star")
