@@ -72,8 +72,9 @@ def get_config():
     # Colour is part of what a synthetic class is: SSD's photometric distortion (and its channel
     # swap) blurs the classes together. Phase 1 alone, val mAP: 55.9% with it, 65.1% without.
     config.data.augment.photometric = False
-    # Val objects are 18-50% of the frame; SSD's 4x zoom-out spends half the batches on 5-13%
-    # objects that never occur: at most 2x gives 78.1% (phase 1 alone, no photometric).
+    # Objects are 15-60% of the frame's side; SSD's zoom-out (half the batches, up to 4x) trains
+    # on objects down to a quarter of that, which val never shows: at most 2x gives 78.1%
+    # (phase 1 alone, no photometric).
     config.data.augment.max_expand = 2.0
     config.train.batch_size = 4
     config.train.freeze_at = 0  # trained from scratch: nothing to keep
