@@ -132,13 +132,26 @@ def test_variant_trains(variant, rng):
         _check_bfloat16_training(config, variables, batch, anchors, settings, loss, grads)
 
 
+# Per-module cosine between bfloat16's and float32's gradients, measured over 12 seeds of
+# this random tiny model: >= 0.974 in every module but the sampling stream's offset path
+# (sample_block, sample_fpn), where it ranged 0.87-0.99 (seed 1514002939: 0.893 / 0.873,
+# whole-model 0.919). Random offsets of ~10 px over steep random features turn bfloat16's 1%
+# offset rounding into large changes of the sampled gradients; that path is held to a looser
+# bound, the rest to a tight one.
+BF16_MIN_COSINE = 0.93
+BF16_MIN_COSINE_OFFSET_PATH = 0.75
+OFFSET_PATH = ("sample_block", "sample_fpn")
+
+
+def _cosine(a, b) -> float:
+    dot = sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+    return float(dot) / float(optax.global_norm(a) * optax.global_norm(b))
+
+
 def _check_bfloat16_training(config, variables, batch, anchors, settings, loss32, g32):
     """Mixed-precision training (model.dtype bfloat16): float32 params, loss and gradients; the
-    loss within 2% of float32's and the gradient pointing the same way (cosine >= 0.95).
-    Measured on this random tiny model: loss 0.4% off, gradient 18% off in relative L2 norm,
-    almost all of it in the sampling stream, whose random offsets of ~10 px over steep random
-    features turn 1% offset rounding into large changes of the sampled gradients (the motion
-    stream's gradients are within a few %)."""
+    loss within 2% of float32's (0.4% measured) and each module's gradient pointing the same
+    way as float32's (BF16_MIN_COSINE, looser on the sampling stream's offset path)."""
     config = config.copy_and_resolve_references()
     config.model.dtype = "bfloat16"
     model = ssvd_lib.create_model(config.model)
@@ -148,15 +161,15 @@ def _check_bfloat16_training(config, variables, batch, anchors, settings, loss32
     assert loss16.dtype == jnp.float32
     assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(g16))
     np.testing.assert_allclose(float(loss16), float(loss32), rtol=0.02)
-    pairs = zip(jax.tree.leaves(g16), jax.tree.leaves(g32), strict=True)
-    dot = sum(jnp.vdot(a, b) for a, b in pairs)
-    cosine = float(dot) / float(optax.global_norm(g16) * optax.global_norm(g32))
-    assert cosine >= 0.95, cosine
+    cosines = {module: _cosine(g16[module], g32[module]) for module in g32}
+    for module, cosine in cosines.items():
+        bound = BF16_MIN_COSINE_OFFSET_PATH if module in OFFSET_PATH else BF16_MIN_COSINE
+        assert cosine >= bound, (module, cosines)
     motion = optax.global_norm(
         jax.tree.map(lambda a, b: a - b, g16["motion_subnets"], g32["motion_subnets"])
     )
-    # 2% and 6% seen across random seeds (seed 3118443171: 6.0%); 10x float32's agreement
-    # would be ~0: bfloat16 rounds every activation to 3 significant digits.
+    # 1-6% seen across random seeds; 10x float32's agreement would be ~0:
+    # bfloat16 rounds every activation to 3 significant digits.
     assert float(motion) <= 0.15 * float(optax.global_norm(g32["motion_subnets"]))
 
 
