@@ -54,7 +54,11 @@ FRAME_DETERIORATIONS = (
 # bucket is where motion blur lives); bursts of a few frames, as objects jerk and accelerate.
 FAST_BLUR = "fast_motion_blur"
 FAST_BLUR_BURSTS = 3  # per fast object per video, 2-5 frames each: ~1/3 of its frames
-FAST_BLUR_LENGTH = 0.6  # smear length as a fraction of the object's size
+# Smear length as a fraction of the object's size, drawn per blurred frame: the exposure's sweep
+# varies as the object jerks, so one frame does not tell how much of a streak is the object
+# (its sharp neighbours do); at 1-2.5x no pixel sees the object for more than 1/2-2/5 of the
+# exposure, so its colour fades into the background's.
+FAST_BLUR_LENGTH = (1.0, 2.5)
 DETERIORATIONS = (*FRAME_DETERIORATIONS, FAST_BLUR)
 _SHAPES = ("ellipse", "rectangle", "triangle", "diamond", "cross", "hexagon", "ring", "star")
 _TEXTURES = ("stripes", "checker", "dots", "waves")
@@ -255,12 +259,15 @@ def _occluder(
     owner[y0:y1, x0:x1] = OCCLUDER
 
 
-def _smear(canvas: np.ndarray, mask: np.ndarray, track: _Track) -> None:
-    """Motion-blur one object along its velocity, in place: the object's pixels smeared over
-    FAST_BLUR_LENGTH of its size (a long exposure of a moving object), blended into what is
-    around it as far as the smear reaches."""
+def _smear(
+    canvas: np.ndarray, backdrop: np.ndarray, mask: np.ndarray, track: _Track, fraction: float
+) -> None:
+    """Motion-blur one object along its velocity, in place: the object's pixels (`mask`)
+    smeared over `fraction` of its size (a long exposure of a moving object) and composited
+    over the scene, which shows `backdrop` (the frame before the object was drawn) where the
+    object was."""
     height, width = canvas.shape[:2]
-    length = max(5, int(FAST_BLUR_LENGTH * (track.w + track.h) / 2) | 1)
+    length = max(5, int(fraction * (track.w + track.h) / 2) | 1)
     angle = float(np.arctan2(track.vy, track.vx))
     x0 = max(int(track.cx - track.w / 2) - length, 0)
     x1 = min(int(np.ceil(track.cx + track.w / 2)) + length, width)
@@ -271,8 +278,7 @@ def _smear(canvas: np.ndarray, mask: np.ndarray, track: _Track) -> None:
     # Premultiplied: the object's colour and its coverage smeared alike, then composited.
     colour = _motion_blur(region * alpha[..., None], length, angle)
     cover = _motion_blur(alpha, length, angle)[..., None]
-    # Behind the object's own pixels the background is unknown: its smeared surroundings.
-    behind = np.where(alpha[..., None] > 0, _motion_blur(region, length, angle), region)
+    behind = np.where(alpha[..., None] > 0, backdrop[y0:y1, x0:x1], region)
     canvas[y0:y1, x0:x1] = colour + behind * (1 - cover)
 
 
@@ -463,7 +469,11 @@ def render_video(
         owner = np.full((height, width), BACKGROUND, np.int32)
         # Draw larger objects first so smaller ones stay visible on top.
         order = sorted(range(num_objects), key=lambda i: -tracks[i].w * tracks[i].h)
-        drawn = {i: _render_object(canvas, owner, i, styles[i], tracks[i]) for i in order}
+        drawn, behind = {}, {}
+        for i in order:
+            if i in bursts and bursts[i][t]:
+                behind[i] = canvas.copy()  # what the smeared object passes over
+            drawn[i] = _render_object(canvas, owner, i, styles[i], tracks[i])
         kinds = schedule[t]
         tt = tracks[target]
         if "full_occlusion" in kinds:
@@ -494,7 +504,8 @@ def render_video(
         for i, burst in bursts.items():
             visible = owner == i
             if burst[t] and drawn[i][0] is not None and visible.sum() >= 0.1 * drawn[i][1]:
-                _smear(canvas, visible, tracks[i])
+                fraction = rng.uniform(*FAST_BLUR_LENGTH)
+                _smear(canvas, behind[i], visible, tracks[i], fraction)
                 if FAST_BLUR not in kinds:
                     kinds.append(FAST_BLUR)
         objects = []

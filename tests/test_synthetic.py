@@ -210,7 +210,7 @@ def test_a_fast_object_is_smeared_along_its_motion(rng):
     canvas[..., 0][mask] = np.where((xx // period) % 2 == 0, 220.0, 30.0)[mask]
     canvas[..., 1][mask] = np.where((yy // period) % 2 == 0, 220.0, 30.0)[mask]
     before = canvas.copy()
-    synthetic._smear(canvas, mask, track)
+    synthetic._smear(canvas, np.full_like(canvas, 100.0), mask, track, 0.6)
     inner = np.s_[56:72, 56:72]  # the smear (29 px) reads only the object here
     # Motion along x: stripes that vary with x fade, stripes that vary with y stay.
     assert canvas[inner][..., 0].std() < 0.3 * before[inner][..., 0].std(), period
