@@ -66,6 +66,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # How PWC-Net's decoders compare features: 'raw' (the release's mean of products; converted
     # weights need it) | 'normalized' (Pearson correlation: PWC-Net trained from scratch)
     model.pwc_cost_volume = "raw"
+    motion = model.motion = ml_collections.ConfigDict()
+    # How the motion stream combines its warped entries: 'mean' (paper, release) | 'cosine'
+    # (FGFA's adaptive weights: softmax over entries of temperature x cosine similarity to the
+    # reference, per pixel; no parameters, so converted weights load unchanged).
+    motion.aggregation = "mean"
+    motion.temperature = 1.0
     sampling = model.sampling = ml_collections.ConfigDict()
     sampling.version = "1"  # offset predictor: '1' U-Net-like (release default), '2' multi-dilation
     sampling.aggregation = "softmax"  # per-pixel softmax weights (release) | 'mean' (paper)

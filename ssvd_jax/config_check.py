@@ -15,7 +15,7 @@ from input_pipeline import ilsvrc, train_data
 from ssvd_jax import workdir as workdir_lib
 from ssvd_jax.errors import ConfigError
 from ssvd_jax.evaluation import linking
-from ssvd_jax.models import conv, pwcnet, resnet
+from ssvd_jax.models import conv, pwcnet, resnet, streams
 from ssvd_jax.models import ssvd as ssvd_lib
 
 TRAINING_MODES = ("train", "sweep")
@@ -47,6 +47,9 @@ def validate(
     )  # fmt: skip
     need(m.pwc_cost_volume in pwcnet.COST_VOLUMES, "model.pwc_cost_volume",
          f"one of {pwcnet.COST_VOLUMES}")  # fmt: skip
+    need(m.motion.aggregation in streams.MOTION_AGGREGATIONS, "model.motion.aggregation",
+         f"one of {streams.MOTION_AGGREGATIONS}")  # fmt: skip
+    need(m.motion.temperature > 0, "model.motion.temperature", "must be > 0")
     for key in ("model.dtype", "model.flow_dtype"):
         need(_is_dtype(config, key), key, "a dtype name such as 'float32' or 'bfloat16'")
     d = config.data

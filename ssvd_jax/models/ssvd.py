@@ -97,6 +97,8 @@ class SSVD(nn.Module):
     prior_prob: float
     sampling_version: str
     sampling_aggregation: str
+    motion_aggregation: str  # streams.MOTION_AGGREGATIONS
+    motion_temperature: float
     deformable_groups: int
     include_reference: bool
     pwc_channel_scale: float
@@ -223,9 +225,15 @@ class SSVD(nn.Module):
             out["motion"] = {}
             for level in LEVELS:
                 self.sow("intermediates", f"flow_{level}", flows[level])
-                mean, warped = motion_aggregate(entry_features["motion"][level], flows[level])
+                aggregated, warped = motion_aggregate(
+                    entry_features["motion"][level],
+                    flows[level],
+                    reference_features["motion"][level],
+                    self.motion_aggregation,
+                    self.motion_temperature,
+                )
                 self.sow("intermediates", f"motion_warped_{level}", warped)
-                out["motion"][level] = mean
+                out["motion"][level] = aggregated
         if use_sampling:
             out["sample"] = {}
             for level in LEVELS:
@@ -325,6 +333,8 @@ def create_model(model_config: Any, *, variant: str | None = None) -> SSVD:
         prior_prob=model_config.head.prior_prob,
         sampling_version=model_config.sampling.version,
         sampling_aggregation=model_config.sampling.aggregation,
+        motion_aggregation=model_config.motion.aggregation,
+        motion_temperature=model_config.motion.temperature,
         deformable_groups=model_config.sampling.deformable_groups,
         include_reference=model_config.include_reference,
         pwc_channel_scale=model_config.pwc_channel_scale,

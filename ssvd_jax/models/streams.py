@@ -4,7 +4,8 @@ Shapes: the reference frame's features are [B,H,W,C]; the aggregated entries' ar
 (E = 7 in the release's inference, reference included as entry 0; E = 3 in training).
 
 * Motion stream: each entry's motion-FPN features are warped to the reference along the PWC-Net
-  flow of that level (pixels of its own grid), then averaged over the entries.
+  flow of that level (pixels of its own grid), then averaged over the entries (paper, release)
+  or weighted by their cosine similarity to the reference (FGFA's adaptive weights, an option).
 * Sampling stream: one `SamplingBlock` shared by all levels predicts, from [reference, entry],
   deformable-conv offsets (72 channels) and an aggregation-weight logit (1 channel); a 3x3
   deformable conv with 4 offset groups samples each entry's sampling-FPN features, and the
@@ -37,11 +38,39 @@ def _split(x_NxHxWxC: Array, batch: int) -> Array:
     return x_NxHxWxC.reshape(batch, -1, *x_NxHxWxC.shape[1:])
 
 
-def motion_aggregate(entries_BxExHxWxC: Array, flows_BxExHxWx2: Array) -> tuple[Array, Array]:
-    """Warp every entry along its flow and average: ([B,H,W,C] mean, [B,E,H,W,C] warped)."""
+MOTION_AGGREGATIONS = ("mean", "cosine")
+
+
+def motion_aggregate(
+    entries_BxExHxWxC: Array,
+    flows_BxExHxWx2: Array,
+    reference_BxHxWxC: Array | None = None,
+    mode: str = "mean",
+    temperature: float = 1.0,
+) -> tuple[Array, Array]:
+    """Warp every entry along its flow and combine: ([B,H,W,C] aggregate, [B,E,H,W,C] warped).
+
+    'mean': the plain mean over the entries (paper, release). 'cosine': FGFA's adaptive weights
+    (Zhu et al. 2017, Eq. 5-6) on the stream's own features: per pixel, a softmax over the
+    entries of `temperature` x the cosine similarity of the warped entry to the reference, so
+    that entries that do not look like the reference there (misaligned, or deteriorated where
+    the reference is sharp) count less.
+    """
     b = entries_BxExHxWxC.shape[0]
     warped = _split(sampling.warp(_merge(entries_BxExHxWxC), _merge(flows_BxExHxWx2)), b)
-    return jnp.mean(warped, axis=1), warped
+    if mode == "mean":
+        return jnp.mean(warped, axis=1), warped
+    if mode != "cosine":
+        raise ValueError(f"motion aggregation must be one of {MOTION_AGGREGATIONS}, got {mode!r}")
+    ref = reference_BxHxWxC.astype(jnp.float32)[:, None]
+    w32 = warped.astype(jnp.float32)
+    eps = 1e-6
+    cosine = jnp.sum(w32 * ref, axis=-1, keepdims=True) / (
+        jnp.linalg.norm(w32, axis=-1, keepdims=True) * jnp.linalg.norm(ref, axis=-1, keepdims=True)
+        + eps
+    )
+    weights = jax.nn.softmax(temperature * cosine, axis=1)
+    return jnp.sum(weights * w32, axis=1).astype(warped.dtype), warped
 
 
 def _crop(x: Array, height: int, width: int) -> Array:
