@@ -2,6 +2,7 @@
 cosine-similarity weights (`model.motion.aggregation`), against numpy written from the
 definitions. Integer flows make the warp an exact shift, so the check is about the weights."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -26,8 +27,10 @@ def _cosine_reference(entries, shifts, reference, temperature):
         [np.stack([_shift(entries[b, e], shifts[e]) for e in range(E)]) for b in range(B)]
     )
     dot = np.sum(warped * reference[:, None], axis=-1)
-    norms = np.linalg.norm(warped, axis=-1) * np.linalg.norm(reference, axis=-1)[:, None]
-    logits = temperature * dot / (norms + 1e-6)
+    # Where a shift leaves the map the warped features are 0: cosine 0 (the norms' eps).
+    norm_w = np.sqrt(np.sum(warped**2, -1) + 1e-12)
+    norm_r = np.sqrt(np.sum(reference**2, -1) + 1e-12)[:, None]
+    logits = temperature * dot / (norm_w * norm_r)
     weights = np.exp(logits - logits.max(axis=1, keepdims=True))
     weights /= weights.sum(axis=1, keepdims=True)
     return np.sum(weights[..., None] * warped, axis=1), warped
@@ -70,6 +73,26 @@ def test_cosine_weights_favour_entries_like_the_reference(rng):
     np.testing.assert_allclose(
         np.asarray(got), (w * reference + other) / (w + 1), rtol=1e-4, atol=1e-5
     )
+
+
+def test_cosine_weights_have_finite_gradients_where_a_warp_leaves_the_map(rng):
+    """A flow that points outside the map warps in exact zeros (zero padding); their cosine is
+    0 and the gradient through it finite (a plain norm's is 0/0 there: NaN in training)."""
+    entries = jnp.asarray(rng.normal(0, 1, (1, 2, H, W, C)), jnp.float32)
+    reference = jnp.asarray(rng.normal(0, 1, (1, H, W, C)), jnp.float32)
+    flows = jnp.zeros((1, 2, H, W, 2)).at[:, 1, ..., 0].set(2 * W)  # entry 1: all outside
+
+    def loss(entries, reference):
+        out, _ = streams.motion_aggregate(entries, flows, reference, "cosine", 3.0)
+        return jnp.sum(out**2)
+
+    _, warped = streams.motion_aggregate(entries, flows, reference, "cosine", 3.0)
+    assert not np.any(np.asarray(warped[:, 1]))
+
+    grads = jax.grad(loss, argnums=(0, 1))(entries, reference)
+    for g in grads:
+        assert np.all(np.isfinite(np.asarray(g)))
+    assert float(jnp.abs(grads[0][:, 0]).sum()) > 0
 
 
 def test_unknown_motion_aggregation_is_refused():

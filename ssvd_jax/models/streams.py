@@ -64,11 +64,13 @@ def motion_aggregate(
         raise ValueError(f"motion aggregation must be one of {MOTION_AGGREGATIONS}, got {mode!r}")
     ref = reference_BxHxWxC.astype(jnp.float32)[:, None]
     w32 = warped.astype(jnp.float32)
-    eps = 1e-6
-    cosine = jnp.sum(w32 * ref, axis=-1, keepdims=True) / (
-        jnp.linalg.norm(w32, axis=-1, keepdims=True) * jnp.linalg.norm(ref, axis=-1, keepdims=True)
-        + eps
-    )
+
+    def norm(x: Array) -> Array:
+        # eps inside the root: a warp that leaves the map gives exactly-zero features, where
+        # the gradient of a plain norm is 0/0.
+        return jnp.sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True) + 1e-12)
+
+    cosine = jnp.sum(w32 * ref, axis=-1, keepdims=True) / (norm(w32) * norm(ref))
     weights = jax.nn.softmax(temperature * cosine, axis=1)
     return jnp.sum(weights * w32, axis=1).astype(warped.dtype), warped
 
