@@ -56,8 +56,8 @@ FAST_BLUR = "fast_motion_blur"
 FAST_BLUR_BURSTS = 3  # per fast object per video, 2-5 frames each: ~1/3 of its frames
 # Smear length as a fraction of the object's size, drawn per blurred frame: the exposure's sweep
 # varies as the object jerks, so one frame does not tell how much of a streak is the object
-# (its sharp neighbours do); at 1-2.5x no pixel sees the object for more than 1/2-2/5 of the
-# exposure, so its colour fades into the background's.
+# (its sharp neighbours do); a pixel sees the object for at most size / smear of the exposure
+# (2/5 at 2.5x), so its colour fades into the background's.
 FAST_BLUR_LENGTH = (1.0, 2.5)
 DETERIORATIONS = (*FRAME_DETERIORATIONS, FAST_BLUR)
 _SHAPES = ("ellipse", "rectangle", "triangle", "diamond", "cross", "hexagon", "ring", "star")
