@@ -12,10 +12,11 @@ A problem the user can fix prints `error: <file>: <problem>` and exits with 2 (-
 
 import sys
 
-from ssvd_jax.runtime import configure_cpu_runtime
+from ssvd_jax import runtime
 
-# Before any jax computation (XLA reads XLA_FLAGS once); ssvd_jax/runtime.py says what and why.
-configure_cpu_runtime()
+# Before threads start allocating; the XLA flags follow in main(), from the config, before any
+# jax computation (XLA reads XLA_FLAGS once). ssvd_jax/runtime.py says what and why.
+runtime.tune_glibc_malloc()
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -72,6 +73,7 @@ def main(argv):
     try:
         with errors.loading_config(config_path):
             config = FLAGS.config.lock()  # (reading it raises what loading the file raised)
+        runtime.configure_from_config(config, source=config_path)  # before jax starts
         result = jobs.run_mode(FLAGS.mode, config, FLAGS.workdir, options)
     except KeyboardInterrupt:  # outside the training loop, or a second Ctrl-C inside it
         fail(f"stopped: {FLAGS.workdir}: interrupted", 130)

@@ -113,6 +113,9 @@ def get_config():
     # 4 val videos per engine step: at 128 px a step is mostly per-call overhead, so SSVD's
     # evaluation runs at 16 instead of 8 frames/s (the same detections; measured on 2 cores).
     config.eval.batch_videos = 4
+    # XLA's own CPU kernels: at these widths YNNPACK's fused chains cost more than they save
+    # (train steps 15-27% faster without them, ssvd_jax/runtime.py).
+    config.runtime.xla_cpu_ynn_fusion = ""
     config.checkpoint.every_steps = 250
     config.log.every_steps = 10
     return config

@@ -54,6 +54,22 @@ def test_weight_two_is_the_frames_counted_twice(rng):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
 
 
+def test_batched_maps_equal_one_row_at_a_time(rng, monkeypatch):
+    gt, dets, *_ = _case(rng, num_frames=50)
+    terms = subsets.score_terms(gt, dets)
+    # Resample-like rows (counts 0..3), one with a frame subset, one all zero (no positives).
+    weights = rng.integers(0, 4, (9, gt.num_frames)).astype(float)
+    weights[1] *= rng.random(gt.num_frames) < 0.3
+    weights[2] = 0.0
+    monkeypatch.setattr(subsets, "MAPS_BLOCK", 4)  # several blocks
+    for name, t in terms.items():
+        want = np.array([subsets.weighted_map(t, w) for w in weights])
+        got = subsets.weighted_maps(t, weights)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=name)
+        assert np.isnan(got[2])
+        assert np.isfinite(got[0])
+
+
 def test_bootstrap_intervals_are_paired_and_contain_the_value(rng):
     gt, dets, *_ = _case(rng, num_frames=60)
     gt = vid_ap.GroundTruth(gt.frame_ids, gt.frame, gt.label, gt.boxes, gt.motion_iou,

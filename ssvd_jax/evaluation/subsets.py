@@ -90,6 +90,48 @@ def weighted_map(terms: Terms, frame_weight: np.ndarray) -> float:
     return vid_ap.mean_ap(aps)
 
 
+# Weight rows per block of `weighted_maps`: bounds its temporaries to a few [rows, M] arrays.
+MAPS_BLOCK = 64
+
+
+def weighted_maps(terms: Terms, frame_weights_SxF: np.ndarray) -> np.ndarray:
+    """[S] `weighted_map` for each row of frame weights, all rows at once per class (the
+    bootstrap's resamples): the same sums, so equal to the row-by-row values up to float
+    rounding. The all-point AP is sum_k (rec_k - rec_{k-1}) * envelope_k over every
+    detection, where a detection that adds no recall (a false positive, or a weight of 0)
+    adds 0: `vid_ap.average_precision` skips those terms, which is the same sum."""
+    weights = np.atleast_2d(np.asarray(frame_weights_SxF, np.float64))
+    counted_label = terms.gt_label[terms.gt_counted]
+    counted_frame = terms.gt_frame[terms.gt_counted]
+    eps = np.finfo(np.float64).eps
+    out = np.empty(len(weights))
+    for start in range(0, len(weights), MAPS_BLOCK):
+        w = weights[start : start + MAPS_BLOCK]
+        aps = np.full((len(w), terms.num_classes), np.nan)
+        for c in range(terms.num_classes):
+            npos = w[:, counted_frame[counted_label == c]].sum(axis=1)  # [S]
+            has = npos > 0
+            if not has.any():
+                continue
+            rows = np.flatnonzero(terms.labels == c)
+            w_det = w[has][:, terms.det_frame[rows]]  # [S', M_c]
+            tp = np.cumsum(terms.tp[rows] * w_det, axis=1)
+            fp = np.cumsum(terms.fp[rows] * w_det, axis=1)
+            rec = tp / npos[has, None]
+            prec = tp / np.maximum(tp + fp, eps)
+            zeros = np.zeros((len(rec), 1))
+            mrec = np.concatenate([zeros, rec, zeros + 1.0], axis=1)
+            mpre = np.concatenate([zeros, prec, zeros], axis=1)
+            envelope = np.maximum.accumulate(mpre[:, ::-1], axis=1)[:, ::-1]
+            aps[has, c] = np.sum(np.diff(mrec, axis=1) * envelope[:, 1:], axis=1)
+        valid = ~np.isnan(aps)
+        total = np.where(valid, aps, 0.0).sum(axis=1)
+        count = valid.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start : start + len(w)] = np.where(count > 0, total / count, np.nan)
+    return out
+
+
 def frame_qualities(
     data_root: str | pathlib.Path, video_ids: Sequence[str], frame_stems: Sequence[Sequence[str]]
 ) -> list[tuple[str, ...]] | None:
@@ -151,8 +193,8 @@ def bootstrap(
     """
     num_videos = int(video_index.max()) + 1 if len(video_index) else 0
     rng = np.random.default_rng(seed)
-    draws = [np.bincount(rng.integers(num_videos, size=num_videos), minlength=num_videos)
-             for _ in range(num_samples)]  # fmt: skip
+    draws = np.array([np.bincount(rng.integers(num_videos, size=num_videos), minlength=num_videos)
+                      for _ in range(num_samples)]).reshape(num_samples, num_videos)  # fmt: skip
     out: dict[str, dict[str, dict[str, Interval]]] = {m: {} for m in models}
     for subset, mask in subsets.items():
         base_weight = mask.astype(np.float64)
@@ -161,11 +203,8 @@ def bootstrap(
                 continue
             key = f"{metric}@{subset}"
             values = {m: weighted_map(t[metric], base_weight) for m, t in models.items()}
-            samples = {m: np.empty(num_samples) for m in models}
-            for i, counts in enumerate(draws):
-                weight = base_weight * counts[video_index]
-                for m, terms in models.items():
-                    samples[m][i] = weighted_map(terms[metric], weight)
+            weights = base_weight * draws[:, video_index]  # [num_samples, F]
+            samples = {m: weighted_maps(t[metric], weights) for m, t in models.items()}
             for m in models:
                 entry = {"value": _interval(values[m], samples[m])}
                 if m != baseline:
