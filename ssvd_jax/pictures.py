@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from ssvd_jax.files import atomic_write_chunks
+from ssvd_jax.models import params
 
 WHITE, BLACK, GREY = (255, 255, 255), (0, 0, 0), (150, 150, 150)
 SERIES_COLOURS = ((180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148))
@@ -134,9 +135,12 @@ def stream_geometry(
     positions where the sampling stream's deformable conv reads each entry (9 taps x 4 groups),
     and 'flows' [E, H/8, W/8, 2] the motion stream's P3 flow from the reference to each entry,
     in input pixels; 'stride' 8."""
-    # One compiled program (op-by-op, the model's thousands of primitives cost a minute).
-    run = jax.jit(lambda v, x: model.apply(v, x, mutable=["intermediates"])[1])
-    state = run(variables, np.asarray(clip_TxHxWx3)[None])
+    # One compiled program (op-by-op, the model's thousands of primitives cost a minute),
+    # compiled for compiling fast: it runs once.
+    state = params.run_once(
+        lambda v, x: model.apply(v, x, mutable=["intermediates"])[1],
+        variables, np.asarray(clip_TxHxWx3)[None],
+    )  # fmt: skip
     inter = jax.tree.map(np.asarray, state["intermediates"])
     flow = inter["flow_P3"][0][0]  # [E, h, w, 2], P3 pixels
     pred = inter["sample_offset_pred_P3"][0][0]  # [E, h, w, 73]

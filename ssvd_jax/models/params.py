@@ -13,6 +13,7 @@ fusions only slow down. Measured on 2 CPU cores, the two-stream SSVD of configs/
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -36,6 +37,17 @@ def init_variables(model: nn.Module, *example_inputs: Any, seed: int = 0, **kwar
         return init(key, *example_inputs)
     compiled = init.lower(key, *example_inputs).compile(compiler_options=FAST_COMPILE)
     return compiled(key, *example_inputs)
+
+
+def run_once(fn: Callable[..., Any], *args: Any) -> Any:
+    """`jax.jit(fn)(*args)` for a program that runs once (a picture's forward pass): on CPU
+    compiled with `FAST_COMPILE`, whose slower code costs far less than the optimisation it
+    skips. Measured on 2 cores, the synthetic two-stream SSVD's forward with intermediates on
+    a 7-frame clip: 14-20 s -> 6 s to compile, 0.11 -> 0.2 s to run."""
+    jitted = jax.jit(fn)
+    if jax.default_backend() != "cpu":
+        return jitted(*args)
+    return jitted.lower(*args).compile(compiler_options=FAST_COMPILE)(*args)
 
 
 def abstract_variables(model: nn.Module, *example_inputs: Any, **kwargs: Any):
