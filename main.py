@@ -40,8 +40,9 @@ except (AttributeError, KeyError) as e:  # a key the config has no field for
 flags.DEFINE_string("workdir", "runs/synthetic", "Folder for data, checkpoints and results.")
 MODES = ("train", "eval", "demo", "sweep", "overfit", "convert", "score", "check", "export")
 flags.DEFINE_enum("mode", "train", MODES, "The job to run (ssvd_jax/jobs.py says what each does).")
-flags.DEFINE_string("checkpoint", None, "eval/demo/export: an orbax checkpoint folder (default: "
-                    "the workdir's trained phases for eval, its last phase else).")  # fmt: skip
+flags.DEFINE_string("checkpoint", None, "eval/demo/export: an orbax checkpoint folder, for eval "
+                    "also another run's workdir (default: the workdir's trained phases for eval, "
+                    "its last phase else).")  # fmt: skip
 flags.DEFINE_string("input", None, "demo: an mp4 or frame folder. convert: the .pth/.npz file.")
 flags.DEFINE_string("output", None, "demo: the mp4 to write. export: the artifact folder.")
 flags.DEFINE_enum("checkpoint_kind", "ssvd", ["ssvd", "pwcnet", "resnet"], "convert: what "

@@ -106,19 +106,31 @@ def prepare(config: Any, workdir: str) -> str:
         builders.prepare_cocovid(data_source(config, workdir), tfds_dir)
         return tfds_dir
     root = workdir_lib.data_root(config, workdir)
-    if not os.path.exists(root):
-        if not generates_root(config):
-            raise ilsvrc.IlsvrcFormatError(root, missing_root_problem(config))
-        # Two runs generating into one folder: the second waits, then finds it there.
-        with locks.file_lock(f"{root}.lock", wait=True):
-            if not os.path.exists(root):
-                _generate(config, root)
+    if not generate_if_absent(config, workdir):
+        raise ilsvrc.IlsvrcFormatError(root, missing_root_problem(config))
     names = ["imagenet_vid"]
     if config.train.phase1_det and "phase1" in config.train.phases:
         names.append("imagenet_det_vid30")
     for name in names:
         builders.prepare(name, root, tfds_dir)
     return tfds_dir
+
+
+def generate_if_absent(config: Any, workdir: str) -> bool:
+    """Generate the synthetic ILSVRC folder where configured (`generates_root`) and absent;
+    whether the data root is there now (always true for COCO-VID, whose files are checked
+    where they are read)."""
+    if config.data.source == "cocovid":
+        return True
+    root = workdir_lib.data_root(config, workdir)
+    if not os.path.exists(root):
+        if not generates_root(config):
+            return False
+        # Two runs generating into one folder: the second waits, then finds it there.
+        with locks.file_lock(f"{root}.lock", wait=True):
+            if not os.path.exists(root):
+                _generate(config, root)
+    return True
 
 
 def _generate(config: Any, root: str) -> None:

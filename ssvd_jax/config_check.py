@@ -140,18 +140,18 @@ def _training(config: Any, need: Any, devices: int | None) -> None:
 
 
 def _data_root(config: Any, mode: str, workdir: str, need: Any) -> None:
-    """The data root must exist (else IlsvrcFormatError naming it), unless training generates
-    it (`train_data.generates_root`)."""
+    """The data root must exist (else IlsvrcFormatError naming it), unless training or
+    evaluation generates it (`train_data.generates_root`)."""
     if config.data.source == "cocovid":
         _cocovid_files(config, mode, need)
         return
     root = workdir_lib.data_root(config, workdir)
     if mode in ("check", "score"):
         need(bool(config.data.root), "data.root", f"--mode={mode} needs the ILSVRC2015 folder")
-    training = mode in TRAINING_MODES
-    if os.path.exists(root) or (training and train_data.generates_root(config)):
+    generates = mode in TRAINING_MODES + ("eval",)  # (eval: another run on new data)
+    if os.path.exists(root) or (generates and train_data.generates_root(config)):
         return
-    raise ilsvrc.IlsvrcFormatError(root, train_data.missing_root_problem(config, training))
+    raise ilsvrc.IlsvrcFormatError(root, train_data.missing_root_problem(config, generates))
 
 
 def _cocovid_files(config: Any, mode: str, need: Any) -> None:

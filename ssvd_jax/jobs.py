@@ -509,17 +509,26 @@ def _track_text(entry: dict[str, Any]) -> str:
 
 
 def evaluate(config: Any, workdir: str, checkpoint: str | None = None) -> JobResult:
-    """Evaluate `checkpoint` (a folder of orbax checkpoints) into `<workdir>/eval/<its parent
-    folder's name>/`, or every trained phase of `workdir`; the table as text."""
+    """Evaluate `checkpoint` into `<workdir>/eval/`: a folder of orbax checkpoints (into
+    `eval/<its parent folder's name>/`), or another run's workdir (each of its trained phases,
+    compared as at the end of training, on this workdir's data: e.g. a larger generated val
+    split); without one, every trained phase of `workdir`. The table as text. Generated
+    (synthetic) data that is not there yet is generated first."""
     validate_config(config, "eval", workdir)
     train_data.resolve_classes(config)
     with workdir_lock(workdir):
+        train_data.generate_if_absent(config, workdir)
         return _evaluate(config, workdir, checkpoint)
 
 
 def _evaluate(config: Any, workdir: str, checkpoint: str | None) -> JobResult:
     if not checkpoint:
         summaries, table = detect.evaluate_phases(config, workdir, workdir_lib.PHASES, workdir)
+        return JobResult(text=table, data=summaries)
+    if detect.trained_phases(checkpoint):  # another run's workdir
+        summaries, table = detect.evaluate_phases(
+            config, checkpoint, workdir_lib.PHASES, workdir, data_workdir=workdir
+        )
         return JobResult(text=table, data=summaries)
     name = os.path.basename(os.path.dirname(os.path.abspath(checkpoint)))
     root = train_data.data_source(config, workdir)

@@ -184,6 +184,30 @@ def test_eval_job_on_one_checkpoint_folder(trained, tmp_path):
     assert "single-frame baseline (phase1)" in result.text
 
 
+def test_eval_job_on_another_runs_workdir_with_a_larger_val_split(trained, tmp_path):
+    """`--checkpoint=<a run's workdir>`: both of its phases, compared, on this workdir's data
+    (generated here, with 3 val videos where the run had 1); the run's own results untouched."""
+    config, workdir, _ = trained
+    own = pathlib.Path(workdir) / "eval"
+    before = {p: p.stat().st_mtime_ns for p in own.rglob("*") if p.is_file()}
+    larger = config.copy_and_resolve_references()
+    larger.data.root = ""  # the generated default inside the new workdir
+    larger.data.tfds_dir = ""
+    larger.data.synthetic.val_videos = 3
+    out = tmp_path / "val3"
+    result = jobs.evaluate(larger, str(out), str(workdir))
+    assert "single-frame baseline (phase1)" in result.text
+    assert "SSVD two_stream (phase2)" in result.text
+    assert (out / "data" / "ILSVRC2015" / "synthetic_manifest.json").is_file()
+    comparison = json.loads((out / "eval" / "comparison_val.json").read_text())
+    assert comparison["videos"] == 3
+    assert set(comparison["models"]) >= {"phase1", "phase2"}
+    for phase in ("phase1", "phase2"):
+        stored = json.loads((out / "eval" / phase / "summary_VID_val.json").read_text())
+        assert stored["settings"]["step"] == 2
+    assert {p: p.stat().st_mtime_ns for p in own.rglob("*") if p.is_file()} == before
+
+
 def test_demo_job_on_an_mp4(trained, tmp_path, rng):
     import imageio_ffmpeg
 

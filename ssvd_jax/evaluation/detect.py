@@ -271,13 +271,17 @@ def trained_phases(workdir: str, phases: Sequence[str] = workdir_lib.PHASES) -> 
 
 
 def evaluate_phases(
-    config: Any, workdir: str, phases: Sequence[str], out_workdir: str
+    config: Any,
+    workdir: str,
+    phases: Sequence[str],
+    out_workdir: str,
+    data_workdir: str | None = None,
 ) -> tuple[dict[str, dict[str, Any]], str]:
     """Evaluate the latest checkpoint of each trained phase of `workdir` (phase 1: the
-    single-frame baseline, phase 2: SSVD) into `<out_workdir>/eval/<phase>/`; write the
-    side-by-side table to `<out_workdir>/eval/results_<split>.md`. Returns ({phase: summary},
-    the table)."""
-    root = train_data.data_source(config, workdir)
+    single-frame baseline, phase 2: SSVD) on the data of `data_workdir` (default: `workdir`)
+    into `<out_workdir>/eval/<phase>/`; write the side-by-side table to
+    `<out_workdir>/eval/results_<split>.md`. Returns ({phase: summary}, the table)."""
+    root = train_data.data_source(config, data_workdir or workdir)
     summaries, rows = {}, {}
     phases = [p for p in phases if p in workdir_lib.PHASES]  # the detectors (not pwcnet)
     for phase in trained_phases(workdir, phases):
