@@ -11,23 +11,25 @@ steps of batch 8) and trains phase 2 (two-stream SSVD from phase 1 and the pretr
 the online engine (ImageNet VID protocol; by speed, by frame quality, each stream alone,
 bootstrap intervals), prints the tables, writes summary.json, the side-by-side demo.mp4 and
 pictures/.
-Measured on 2 CPU cores (2026-12-07, the machine throttling much of the time, an empty
-compilation cache): 18m53s in all: data + TFDS 40 s, phase 1 7.1 min, pwcnet 2.8 min, phase 2
-5.6 min (its build and compile 2.1 min of it), evaluation, linking, comparison, demo and
-pictures 3.0 min. The run is deterministic on one machine, not across machines. Val mAP:
-single-frame 75.0% (slow 85.8, medium 82.8, fast 68.3; clean 85.5, deteriorated 62.0), SSVD
-80.0% (88.0 / 90.6 / 78.1; clean 85.9, deteriorated 72.8): +5.0 overall (bootstrap 95% interval
-+1.9 to +8.5), +9.8 on fast objects (+4.1 to +15.3), +10.8 on deteriorated frames (+6.3 to
-+17.6), +0.4 on clean ones; mAP_track 81.4% vs 39.4%; in demo.mp4 both models cover the object
-in 30 of 30 frames. --config.seed=1: 71.7% / 75.6%, +3.9 overall (+1.4 to +7.9), +13.4 fast
-(+7.6 to +19.4), +12.8 deteriorated (+7.3 to +19.0), -1.7 clean; demo 30 and 28 of 30.
+Measured on 2 CPU cores (2026-12-07, an empty compilation cache), --config.seed=1: 13m11s in
+all (data + TFDS 18 s, phase 1 5.4 min, pwcnet 1.9 min, phase 2 3.6 min, evaluation, linking,
+comparison, demo and pictures 1.75 min); seed 0 took 18m26s with the machine throttling (up to
+50% steal). The run is deterministic on one machine, not across machines. Val mAP, seed 0:
+single-frame 71.5% (slow 85.9, medium 88.5, fast 60.3; clean 82.2, deteriorated 58.6), SSVD
+77.0% (86.7 / 95.0 / 73.3; clean 82.8, deteriorated 70.7): +5.5 overall (bootstrap 95% interval
++1.3 to +8.9), +13.0 on fast objects (+7.1 to +19.5), +12.2 on deteriorated frames (+6.2 to
++18.5), +0.6 on clean ones; mAP_track 80.6% vs 44.9%; in demo.mp4 SSVD covers the object in 30
+of 30 frames, the single-frame model in 28. Seed 1: 74.2% / 78.5%, +4.3 overall (+1.4 to
++8.9), +9.9 fast (+6.7 to +15.2), +13.7 deteriorated (+7.1 to +19.5), -1.4 clean; demo 28 and
+30 of 30. For intervals under 2 points, score the run on 400 val videos (README: Tighter
+intervals).
 Fast objects are smeared over 1-2.5x their size in about a third of their frames, which a
 single frame cannot read (55-56% there); the motion stream weighs its neighbours by FGFA's
 cosine weights (model.motion), so a sharp reference no longer pays for smeared neighbours.
-PWC-Net's val end-point error 2.71 px vs 5.60 px for zero flow (ratio 0.48; OpenCV's DIS, the
-classical yardstick, 1.66), and it reads a val frame against itself moved by 4 px as 3.97 px
-(gain 0.99). Restarting resumes; a finished run only prints its summary (and re-evaluates
-PWC-Net, redraws the demo and pictures).
+PWC-Net's val end-point error 2.76 px vs 5.60 px for zero flow (ratio 0.49, seed 1 0.45;
+OpenCV's DIS, the classical yardstick, 1.66), and it reads a val frame against itself moved by
+4 px as 3.99 px (gain 1.00). Restarting resumes; a finished run only prints its summary (and
+re-evaluates PWC-Net, redraws the demo and pictures).
 Overfit check: python main.py --mode=overfit fits 8 generated 128x128 images with this model
 (the measured, tested check is configs/tiny.py's).
 """
