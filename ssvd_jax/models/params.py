@@ -31,12 +31,7 @@ def init_variables(model: nn.Module, *example_inputs: Any, seed: int = 0, **kwar
     On CPU compiled with `FAST_COMPILE`; under a trace (e.g. inside `jax.eval_shape`, where
     nothing is compiled) the plain jitted function."""
     key = jax.random.key(seed, impl="rbg")
-    init = jax.jit(lambda k, *a: model.init(k, *a, **kwargs))
-    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((key, example_inputs)))
-    if traced or jax.default_backend() != "cpu":
-        return init(key, *example_inputs)
-    compiled = init.lower(key, *example_inputs).compile(compiler_options=FAST_COMPILE)
-    return compiled(key, *example_inputs)
+    return run_once(lambda k, *a: model.init(k, *a, **kwargs), key, *example_inputs)
 
 
 def run_once(fn: Callable[..., Any], *args: Any) -> Any:
@@ -45,7 +40,8 @@ def run_once(fn: Callable[..., Any], *args: Any) -> Any:
     skips. Measured on 2 cores, the synthetic two-stream SSVD's forward with intermediates on
     a 7-frame clip: 14-20 s -> 6 s to compile, 0.11 -> 0.2 s to run."""
     jitted = jax.jit(fn)
-    if jax.default_backend() != "cpu":
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(args))
+    if traced or jax.default_backend() != "cpu":  # under a trace nothing is compiled here
         return jitted(*args)
     return jitted.lower(*args).compile(compiler_options=FAST_COMPILE)(*args)
 
